@@ -1,0 +1,466 @@
+//! Configuration: an optional TOML file plus CLI/env overrides → a validated [`Config`].
+//!
+//! With no file at all Rookery runs the *embedded default*: one development
+//! channel whose id and secret are created once and kept in
+//! `<data_dir>/dev-channel.toml`, so they survive restarts. Every limit of
+//! PROTOCOL.md §10 is a named field of [`Limits`]. Nothing here does I/O after
+//! startup.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::random_alphanumeric;
+use crate::policy::{Policy, PolicyError, PolicySet};
+
+/// Why the configuration was refused; names the file, the entry and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {file}: {reason}")]
+    Read { file: PathBuf, reason: String },
+    #[error("config {file}: {reason}")]
+    Invalid { file: PathBuf, reason: String },
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// A channel secret; never printed by `Debug` so that it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// When token expiry is checked (PROTOCOL.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpiryMode {
+    /// Scaledrone behaviour: `exp` is checked only when the token is presented.
+    #[default]
+    OnAuthenticate,
+    /// When `exp` (plus grace) passes, the connection loses its subscriptions.
+    Enforce,
+}
+
+/// Limits and protection (PROTOCOL.md §10). All are per server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket message and REST body, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest room name, in bytes.
+    pub max_room_name_bytes: usize,
+    /// Rooms one connection may be subscribed to at once.
+    pub max_subscriptions: usize,
+    /// Sustained publishes per second per connection.
+    pub publish_rate_per_second: u32,
+    /// Publishes a connection may make in a burst.
+    pub publish_burst: u32,
+    /// Frames queued for one connection before it counts as a slow consumer and is closed.
+    pub outbox_frames: usize,
+    /// Seconds a new connection has to complete its handshake.
+    pub handshake_timeout_seconds: u64,
+    /// Seconds between keep-alive pings; a connection silent for two intervals is closed.
+    pub ping_interval_seconds: u64,
+    /// WebSocket connections per source IP; 0 means unlimited.
+    pub max_connections_per_ip: usize,
+    /// Permission decisions cached per connection before the cache is reset.
+    pub decision_cache_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_room_name_bytes: 256,
+            max_subscriptions: 512,
+            publish_rate_per_second: 100,
+            publish_burst: 200,
+            outbox_frames: 4096,
+            handshake_timeout_seconds: 10,
+            ping_interval_seconds: 30,
+            max_connections_per_ip: 0,
+            decision_cache_entries: 1024,
+        }
+    }
+}
+
+/// One channel: an id, its secret and its rules.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub id: String,
+    pub secret: Secret,
+    pub require_auth: bool,
+    pub policy: Arc<Policy>,
+    /// Lifetime of tokens minted for this channel (defaults to the policy's).
+    pub token_ttl_seconds: u64,
+    /// Messages kept per room.
+    pub history_size: usize,
+    /// Oldest message kept, in seconds.
+    pub history_max_age_seconds: u64,
+    pub expiry: ExpiryMode,
+    /// Seconds after `exp` before an enforced expiry takes effect.
+    pub expiry_grace_seconds: u64,
+    /// Seconds of clock skew tolerated when checking `exp`.
+    pub jwt_leeway_seconds: u64,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub static_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Prefix of client ids minted by this node.
+    pub node_id: String,
+    /// The channel `POST /auth` mints tokens for.
+    pub auth_channel: String,
+    /// Accepted `Origin` headers for WebSocket upgrades; empty accepts all.
+    pub allowed_origins: Vec<String>,
+    /// Seconds graceful shutdown waits for sessions and requests to end.
+    pub shutdown_timeout_seconds: u64,
+    pub limits: Limits,
+    pub channels: Vec<ChannelConfig>,
+    pub policies: PolicySet,
+    /// Where the development channel's credentials were written, when the embedded default is in use.
+    pub dev_channel_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    static_dir: Option<PathBuf>,
+    policies_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    node_id: Option<String>,
+    auth_channel: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    shutdown_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default, rename = "channel")]
+    channels: Vec<ChannelEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelEntry {
+    id: String,
+    secret: Option<Secret>,
+    /// Name of an environment variable holding the secret.
+    secret_env: Option<String>,
+    #[serde(default = "yes")]
+    require_auth: bool,
+    #[serde(default = "default_policy_name")]
+    policy: String,
+    token_ttl_seconds: Option<u64>,
+    #[serde(default = "default_history_size")]
+    history_size: usize,
+    #[serde(default = "default_history_max_age")]
+    history_max_age_seconds: u64,
+    #[serde(default)]
+    expiry: ExpiryMode,
+    #[serde(default)]
+    expiry_grace_seconds: u64,
+    #[serde(default)]
+    jwt_leeway_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_policy_name() -> String {
+    "default".into()
+}
+fn default_history_size() -> usize {
+    100
+}
+fn default_history_max_age() -> u64 {
+    30 * 24 * 3600
+}
+
+/// The development channel's credentials as kept on disk.
+#[derive(Debug, Deserialize, Serialize)]
+struct DevChannel {
+    id: String,
+    secret: Secret,
+}
+
+/// Overrides from the command line or environment; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub static_dir: Option<PathBuf>,
+    pub policies_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    /// Loads `file` (or the embedded default when `None`), applies overrides and validates everything.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (raw, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    file: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                let raw: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    file: path.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                (raw, path.to_owned())
+            }
+            None => (ConfigFile::default(), PathBuf::from("<embedded default>")),
+        };
+        let invalid = |reason: String| ConfigError::Invalid {
+            file: origin.clone(),
+            reason,
+        };
+
+        let policies_dir = overrides
+            .policies_dir
+            .clone()
+            .or(raw.policies_dir)
+            .unwrap_or_else(|| "policies".into());
+        let policies = PolicySet::load_dir(&policies_dir)?;
+        let data_dir = overrides.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| "data".into());
+        let limits = raw.limits;
+        validate_limits(&limits).map_err(|reason| invalid(format!("[limits]: {reason}")))?;
+
+        let mut dev_channel_file = None;
+        let mut channels = Vec::with_capacity(raw.channels.len().max(1));
+        if raw.channels.is_empty() {
+            let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(|reason| invalid(reason))?;
+            let policy = policies
+                .get("default")
+                .ok_or_else(|| invalid(format!("the development channel needs {}/default.toml", policies_dir.display())))?;
+            channels.push(ChannelConfig {
+                id: dev.id,
+                secret: dev.secret,
+                require_auth: true,
+                token_ttl_seconds: policy.ttl_seconds,
+                policy,
+                history_size: default_history_size(),
+                history_max_age_seconds: default_history_max_age(),
+                expiry: ExpiryMode::OnAuthenticate,
+                expiry_grace_seconds: 0,
+                jwt_leeway_seconds: 0,
+            });
+            dev_channel_file = Some(path);
+        }
+        for entry in raw.channels {
+            let channel = resolve_channel(entry, &policies).map_err(|reason| invalid(reason))?;
+            if channels.iter().any(|c: &ChannelConfig| c.id == channel.id) {
+                return Err(invalid(format!("channel {:?} is defined twice", channel.id)));
+            }
+            channels.push(channel);
+        }
+        let auth_channel = raw.auth_channel.unwrap_or_else(|| channels[0].id.clone());
+        if !channels.iter().any(|c| c.id == auth_channel) {
+            return Err(invalid(format!("auth_channel {auth_channel:?} is not a configured channel")));
+        }
+        let node_id = raw.node_id.unwrap_or_else(|| random_alphanumeric(4));
+        if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(invalid(format!("node_id {node_id:?} must be non-empty and alphanumeric")));
+        }
+        let listen = match overrides.listen.or(raw.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse().map_err(|_| invalid("bad default listen".into()))?,
+        };
+        Ok(Config {
+            listen,
+            static_dir: overrides.static_dir.clone().or(raw.static_dir).unwrap_or_else(|| "static".into()),
+            data_dir,
+            node_id,
+            auth_channel,
+            allowed_origins: raw.allowed_origins,
+            shutdown_timeout_seconds: raw.shutdown_timeout_seconds.unwrap_or(10),
+            limits,
+            channels,
+            policies,
+            dev_channel_file,
+        })
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+}
+
+fn validate_limits(limits: &Limits) -> Result<(), String> {
+    let positive = [
+        ("max_message_bytes", limits.max_message_bytes),
+        ("max_room_name_bytes", limits.max_room_name_bytes),
+        ("max_subscriptions", limits.max_subscriptions),
+        ("publish_rate_per_second", limits.publish_rate_per_second as usize),
+        ("publish_burst", limits.publish_burst as usize),
+        ("outbox_frames", limits.outbox_frames),
+        ("handshake_timeout_seconds", limits.handshake_timeout_seconds as usize),
+        ("ping_interval_seconds", limits.ping_interval_seconds as usize),
+        ("decision_cache_entries", limits.decision_cache_entries),
+    ];
+    match positive.iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(format!("{name} must be at least 1")),
+        None => Ok(()),
+    }
+}
+
+fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelConfig, String> {
+    let name = &entry.id;
+    if entry.id.is_empty() || entry.id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(format!("channel id {name:?} must be non-empty, without '/' or control characters"));
+    }
+    let secret = match (entry.secret, entry.secret_env) {
+        (Some(secret), None) => secret,
+        (None, Some(var)) => Secret::new(
+            std::env::var(&var).map_err(|_| format!("channel {name:?}: environment variable {var} is not set"))?,
+        ),
+        (Some(_), Some(_)) => return Err(format!("channel {name:?}: give either secret or secret_env, not both")),
+        (None, None) => return Err(format!("channel {name:?}: secret or secret_env is required")),
+    };
+    if secret.expose().is_empty() {
+        return Err(format!("channel {name:?}: the secret is empty"));
+    }
+    let policy = policies
+        .get(&entry.policy)
+        .ok_or_else(|| format!("channel {name:?}: no policy named {:?} in the policies directory", entry.policy))?;
+    if entry.history_size > 10_000 {
+        return Err(format!("channel {name:?}: history_size may be at most 10000"));
+    }
+    Ok(ChannelConfig {
+        token_ttl_seconds: entry.token_ttl_seconds.unwrap_or(policy.ttl_seconds),
+        id: entry.id,
+        secret,
+        require_auth: entry.require_auth,
+        policy,
+        history_size: entry.history_size,
+        history_max_age_seconds: entry.history_max_age_seconds,
+        expiry: entry.expiry,
+        expiry_grace_seconds: entry.expiry_grace_seconds,
+        jwt_leeway_seconds: entry.jwt_leeway_seconds,
+    })
+}
+
+/// Reads the development channel's credentials, creating them on first start.
+fn load_or_create_dev_channel(data_dir: &Path) -> Result<(DevChannel, PathBuf), String> {
+    let path = data_dir.join("dev-channel.toml");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let dev: DevChannel = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok((dev, path));
+    }
+    let dev = DevChannel {
+        id: format!("dev{}", random_alphanumeric(12)),
+        secret: Secret::new(random_alphanumeric(32)),
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    let text = format!(
+        "# Rookery's development channel, created on first start and kept across restarts.\n{}",
+        toml::to_string(&dev).map_err(|e| e.to_string())?
+    );
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok((dev, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_policies() -> Overrides {
+        Overrides {
+            policies_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
+            ..Overrides::default()
+        }
+    }
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("rookery-config-test-{}", random_alphanumeric(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rookery.toml");
+        std::fs::write(&file, text).unwrap();
+        let mut overrides = repo_policies();
+        overrides.data_dir = Some(dir);
+        Config::load(Some(&file), &overrides)
+    }
+
+    #[test]
+    fn embedded_default_keeps_its_dev_channel_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("rookery-dev-{}", random_alphanumeric(8)));
+        let mut overrides = repo_policies();
+        overrides.data_dir = Some(dir.clone());
+        let first = Config::load(None, &overrides).unwrap();
+        let second = Config::load(None, &overrides).unwrap();
+        assert_eq!(first.channels[0].id, second.channels[0].id);
+        assert_eq!(first.channels[0].secret, second.channels[0].secret);
+        assert_eq!(first.auth_channel, first.channels[0].id);
+        assert_eq!(first.dev_channel_file, Some(dir.join("dev-channel.toml")));
+        assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = load_text("[[channel]]\nid = \"c\"\nsecret = \"hunter2\"\n").unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"));
+        assert!(debug.contains("<redacted>"));
+    }
+
+    #[test]
+    fn channels_read_all_their_settings() {
+        let config = load_text(
+            "auth_channel = \"b\"\n[limits]\nmax_subscriptions = 3\n\
+             [[channel]]\nid = \"a\"\nsecret = \"x\"\nrequire_auth = false\n\
+             [[channel]]\nid = \"b\"\nsecret = \"y\"\nexpiry = \"enforce\"\ntoken_ttl_seconds = 60\nhistory_size = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.max_subscriptions, 3);
+        assert_eq!(config.auth_channel, "b");
+        let b = config.channel("b").unwrap();
+        assert_eq!((b.expiry, b.token_ttl_seconds, b.history_size), (ExpiryMode::Enforce, 60, 5));
+        assert!(!config.channel("a").unwrap().require_auth);
+    }
+
+    #[test]
+    fn invalid_configs_name_the_problem() {
+        let cases = [
+            ("[[channel]]\nid = \"a\"\n", "secret"),
+            ("[[channel]]\nid = \"a\"\nsecret = \"x\"\npolicy = \"nope\"\n", "nope"),
+            ("[[channel]]\nid = \"a\"\nsecret = \"x\"\n[[channel]]\nid = \"a\"\nsecret = \"y\"\n", "twice"),
+            ("auth_channel = \"zz\"\n[[channel]]\nid = \"a\"\nsecret = \"x\"\n", "auth_channel"),
+            ("[limits]\noutbox_frames = 0\n", "outbox_frames"),
+            ("listen = \"nonsense\"\n", "listen"),
+            ("bogus = 1\n", "bogus"),
+        ];
+        for (text, needle) in cases {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+            assert!(err.contains("rookery.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_env_reads_the_environment() {
+        let err = load_text("[[channel]]\nid = \"a\"\nsecret_env = \"ROOKERY_TEST_UNSET_VAR\"\n").unwrap_err();
+        assert!(err.to_string().contains("ROOKERY_TEST_UNSET_VAR"));
+    }
+}

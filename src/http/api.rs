@@ -1,0 +1,295 @@
+//! The REST API under `/api` (PROTOCOL.md §9): server-side publishing and
+//! read-only views of rooms and members.
+//!
+//! Callers authenticate with HTTP Basic (channel id and secret), or with a
+//! Bearer JWT that has no `client` claim and may only publish to rooms its
+//! permissions allow. Channels without `require_auth` also accept anonymous
+//! requests. Permission checks go through [`crate::permissions`] like the
+//! WebSocket path.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use super::body::{self, BodyError};
+use super::{Body, error_response, json_response};
+use crate::app::App;
+use crate::broker::{Channel, MAX_HISTORY_PER_SUBSCRIBE};
+use crate::ids::RoomName;
+use crate::permissions::Permissions;
+use crate::token::{Bearer, unix_now};
+
+/// Who is calling.
+enum Caller {
+    /// Basic auth with the channel secret, or anonymous on a channel without auth.
+    Full,
+    /// A Bearer token: may publish where its permissions allow, nothing else.
+    Token(Permissions),
+}
+
+type ApiResult = Result<Response<Body>, Response<Body>>;
+
+/// Handles any request under `/api`.
+pub async fn handle(request: Request<Incoming>, app: &App) -> Response<Body> {
+    route(request, app).await.unwrap_or_else(|error| error)
+}
+
+async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
+    let path = request.uri().path().trim_start_matches("/api").trim_start_matches('/').to_owned();
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8().map(|d| d.into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Path is not valid UTF-8"))?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let Some((&channel_id, rest)) = segments.split_first().filter(|(c, _)| !c.is_empty()) else {
+        return Err(not_found());
+    };
+    let channel = app
+        .broker
+        .channel(channel_id)
+        .ok_or_else(|| error_response(StatusCode::NOT_FOUND, "Unknown channel"))?;
+    let caller = authenticate(&request, channel)?;
+    let method = request.method().clone();
+    let max_room = app.config.limits.max_room_name_bytes;
+    match (&method, rest) {
+        (&Method::POST, ["publish", "rooms"]) => {
+            let rooms = query_rooms(request.uri().query().unwrap_or_default(), max_room)?;
+            if rooms.is_empty() {
+                return Err(error_response(StatusCode::BAD_REQUEST, "Name at least one room with ?r=ROOM"));
+            }
+            allow_publish(&caller, &rooms)?;
+            let message = read_message(request, app).await?;
+            let mut ids = Map::new();
+            for room in &rooms {
+                let published = channel.publish(room, message.clone(), None);
+                crate::metrics::published("rest");
+                ids.insert(room.to_string(), Value::String(published.id));
+            }
+            Ok(json_response(StatusCode::OK, &json!({ "ids": ids })))
+        }
+        (&Method::POST, [room, "publish"]) => {
+            let room = parse_room(room, max_room)?;
+            allow_publish(&caller, std::slice::from_ref(&room))?;
+            let message = read_message(request, app).await?;
+            let published = channel.publish(&room, message, None);
+            crate::metrics::published("rest");
+            Ok(json_response(StatusCode::OK, &json!({ "id": published.id })))
+        }
+        (&Method::GET, rest) => {
+            if matches!(caller, Caller::Token(_)) {
+                return Err(error_response(StatusCode::FORBIDDEN, "Bearer tokens may only publish"));
+            }
+            read_only(rest, channel, request.uri().query(), max_room)
+        }
+        (_, ["publish", "rooms"] | [_, "publish"]) => Err(error_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
+        _ => Err(not_found()),
+    }
+}
+
+fn read_only(rest: &[&str], channel: &Channel, query: Option<&str>, max_room: usize) -> ApiResult {
+    match rest {
+        ["stats"] => Ok(json_response(StatusCode::OK, &json!({ "users_count": channel.connection_count() }))),
+        ["members"] => Ok(json_response(StatusCode::OK, &channel.members())),
+        ["rooms"] => {
+            let rooms = channel.occupied_rooms();
+            let names: Vec<&str> = rooms.iter().map(|r| r.name().as_str()).collect();
+            Ok(json_response(StatusCode::OK, &names))
+        }
+        ["room-members"] => {
+            let map: Map<String, Value> = channel
+                .occupied_rooms()
+                .iter()
+                .map(|room| (room.name().to_string(), json!(room.member_ids())))
+                .collect();
+            Ok(json_response(StatusCode::OK, &map))
+        }
+        [room, "members"] => {
+            let room = parse_room(room, max_room)?;
+            Ok(json_response(StatusCode::OK, &channel.room_members(&room)))
+        }
+        [room, "history"] => {
+            let room = parse_room(room, max_room)?;
+            let count = history_count(query)?;
+            let stored = channel.history(&room, count);
+            let messages: Vec<HistoryEntry> = stored
+                .iter()
+                .map(|m| HistoryEntry {
+                    id: &m.id,
+                    room: m.room.as_str(),
+                    message: &m.message,
+                    client_id: m.client_id.as_ref().map(|c| c.as_str()),
+                    timestamp: m.timestamp,
+                })
+                .collect();
+            Ok(json_response(StatusCode::OK, &messages))
+        }
+        _ => Err(not_found()),
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryEntry<'a> {
+    id: &'a str,
+    room: &'a str,
+    message: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    timestamp: u64,
+}
+
+fn not_found() -> Response<Body> {
+    error_response(StatusCode::NOT_FOUND, "Not found")
+}
+
+fn unauthorized(message: &str) -> Response<Body> {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"rookery\""),
+    );
+    response
+}
+
+fn authenticate(request: &Request<Incoming>, channel: &Channel) -> Result<Caller, Response<Body>> {
+    let Some(header) = request.headers().get(AUTHORIZATION) else {
+        return if channel.config.require_auth {
+            Err(unauthorized("Missing credentials"))
+        } else {
+            Ok(Caller::Full)
+        };
+    };
+    let header = header.to_str().map_err(|_| unauthorized("Malformed Authorization header"))?;
+    let (scheme, credentials) = header.split_once(' ').ok_or_else(|| unauthorized("Malformed Authorization header"))?;
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(credentials.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
+        let (user, password) = decoded.split_once(':').ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
+        let user_ok = user == channel.config.id;
+        let password_ok = constant_time_eq(password.as_bytes(), channel.config.secret.expose().as_bytes());
+        if user_ok && password_ok {
+            Ok(Caller::Full)
+        } else {
+            Err(unauthorized("Invalid credentials"))
+        }
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let verified = channel
+            .verifier
+            .verify(credentials.trim(), Bearer::Rest, unix_now())
+            .map_err(|error| unauthorized(&error.to_string()))?;
+        Ok(Caller::Token(verified.permissions))
+    } else {
+        Err(unauthorized("Unsupported authorization scheme"))
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn allow_publish(caller: &Caller, rooms: &[RoomName]) -> Result<(), Response<Body>> {
+    match caller {
+        Caller::Full => Ok(()),
+        Caller::Token(permissions) => match rooms.iter().find(|room| !permissions.decide(room.as_str()).publish) {
+            None => Ok(()),
+            Some(room) => Err(error_response(
+                StatusCode::FORBIDDEN,
+                &format!("Not permitted to publish to {room}"),
+            )),
+        },
+    }
+}
+
+fn parse_room(room: &str, max_bytes: usize) -> Result<RoomName, Response<Body>> {
+    RoomName::parse(room, max_bytes).map_err(|e| error_response(StatusCode::BAD_REQUEST, &e.to_string()))
+}
+
+fn query_rooms(query: &str, max_bytes: usize) -> Result<Vec<RoomName>, Response<Body>> {
+    let mut rooms: Vec<RoomName> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == "r" {
+            let room = parse_room(&value, max_bytes)?;
+            if !rooms.contains(&room) {
+                rooms.push(room);
+            }
+        }
+    }
+    Ok(rooms)
+}
+
+fn history_count(query: Option<&str>) -> Result<usize, Response<Body>> {
+    let mut count = MAX_HISTORY_PER_SUBSCRIBE;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key == "count" {
+            count = value
+                .parse::<usize>()
+                .map_err(|_| error_response(StatusCode::BAD_REQUEST, "count must be a non-negative integer"))?;
+        }
+    }
+    Ok(count.min(MAX_HISTORY_PER_SUBSCRIBE))
+}
+
+/// The message of a publish: parsed JSON for `application/json`, else the raw body as a string.
+async fn read_message(request: Request<Incoming>, app: &App) -> Result<Box<RawValue>, Response<Body>> {
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    let bytes = body::read(request.into_body(), app.config.limits.max_message_bytes)
+        .await
+        .map_err(|error| match error {
+            BodyError::TooLarge => {
+                crate::metrics::refused("too_large");
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string())
+            }
+            BodyError::Unreadable => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
+        })?;
+    let malformed = |what: &str| error_response(StatusCode::BAD_REQUEST, what);
+    if is_json {
+        serde_json::from_slice::<Box<RawValue>>(&bytes).map_err(|_| malformed("Body is not valid JSON"))
+    } else {
+        let text = std::str::from_utf8(&bytes).map_err(|_| malformed("Body is not valid UTF-8"))?;
+        let encoded = serde_json::to_string(text).map_err(|_| malformed("Body could not be encoded"))?;
+        RawValue::from_string(encoded).map_err(|_| malformed("Body could not be encoded"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_contents_and_lengths() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret!"));
+    }
+
+    #[test]
+    fn rooms_come_from_repeated_r_parameters() {
+        let rooms = query_rooms("r=a&r=b%20c&x=1&r=a", 256).unwrap();
+        let names: Vec<&str> = rooms.iter().map(RoomName::as_str).collect();
+        assert_eq!(names, ["a", "b c"]);
+        assert!(query_rooms("r=", 256).is_err());
+    }
+
+    #[test]
+    fn history_count_is_bounded() {
+        assert_eq!(history_count(None).unwrap(), 100);
+        assert_eq!(history_count(Some("count=5")).unwrap(), 5);
+        assert_eq!(history_count(Some("count=5000")).unwrap(), 100);
+        assert!(history_count(Some("count=-1")).is_err());
+    }
+}

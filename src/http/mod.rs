@@ -1,0 +1,135 @@
+//! HTTP: routing on (method, path) to the WebSocket upgrade, `/auth`, the
+//! REST API, health, metrics and static files.
+//!
+//! Handlers never reach into broker internals; they call its API. All error
+//! responses are built by [`error_response`] (REST, JSON `{"message"}`) or
+//! [`text_response`] (plain text, as the tutorial page expects from `/auth`).
+//!
+//! # Layout
+//! - [`auth`]: `POST /auth`, token minting for the chat page and app backends.
+//! - [`api`]: the REST API under `/api`.
+//! - [`assets`]: the chat page and files under `static/`.
+//! - [`body`]: reading request bodies under the size limit.
+
+pub mod api;
+pub mod assets;
+pub mod auth;
+pub mod body;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tracing::debug;
+
+use crate::app::App;
+
+/// Every response body is a complete buffer.
+pub type Body = Full<Bytes>;
+
+/// The path of the WebSocket endpoint.
+pub const WEBSOCKET_PATH: &str = "/v3/websocket";
+
+/// Routes one request.
+pub async fn handle(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let response = match (&method, path.as_str()) {
+        (&Method::GET, WEBSOCKET_PATH) => websocket(request, app, peer),
+        (_, "/auth") if method == Method::POST => auth::mint(request, &app).await,
+        (_, "/auth") => text_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST /auth"),
+        (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(request, &app).await,
+        (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => metrics(),
+        (&Method::GET, "/config.json") => json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "channel": app.config.auth_channel }),
+        ),
+        (&Method::GET | &Method::HEAD, _) => assets::serve(&app.config.static_dir, &path, method == Method::HEAD).await,
+        _ => text_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+    };
+    Ok(response)
+}
+
+/// Upgrades `GET /v3/websocket` and hands the socket to a session task.
+fn websocket(mut request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Response<Body> {
+    if !hyper_tungstenite::is_upgrade_request(&request) {
+        return text_response(StatusCode::BAD_REQUEST, "Expected a WebSocket upgrade");
+    }
+    if !app.config.allowed_origins.is_empty() {
+        let origin = request.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
+        if !origin.is_some_and(|o| app.config.allowed_origins.iter().any(|allowed| allowed == o)) {
+            return text_response(StatusCode::FORBIDDEN, "Origin not allowed");
+        }
+    }
+    if app.shutdown.is_cancelled() {
+        return text_response(StatusCode::SERVICE_UNAVAILABLE, "Shutting down");
+    }
+    let Some(ip_slot) = app.ip_limiter.acquire(peer.ip()) else {
+        return text_response(StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address");
+    };
+    let limits = &app.config.limits;
+    // Frames between the configured limit and this hard cap are refused with an
+    // error frame and the connection stays; beyond it tungstenite cannot skip
+    // the frame, so the connection is closed.
+    let hard_cap = (limits.max_message_bytes * 4).max(1 << 20);
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(Some(hard_cap))
+        .max_frame_size(Some(hard_cap));
+    let (response, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(ws_config)) {
+        Ok(upgrade) => upgrade,
+        Err(error) => return text_response(StatusCode::BAD_REQUEST, &format!("Bad WebSocket upgrade: {error}")),
+    };
+    let sessions = app.sessions.clone();
+    sessions.spawn(async move {
+        // The socket is ready only after the 101 response has been sent.
+        match websocket.await {
+            Ok(ws) => crate::session::run(ws, app, peer).await,
+            Err(error) => debug!(%error, "WebSocket upgrade failed"),
+        }
+        drop(ip_slot);
+    });
+    response
+}
+
+fn metrics() -> Response<Body> {
+    let mut response = Response::new(Body::from(crate::metrics::render()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+/// A plain-text response.
+pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from(text.to_owned()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A REST error: `{"message":"…"}` with the given status.
+pub fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &serde_json::json!({ "message": message }))
+}

@@ -1,0 +1,163 @@
+//! Identifier newtypes: client ids, room names and message ids.
+//!
+//! Client ids are pasted unescaped into regexes by existing auth servers, so
+//! their alphabet is restricted to `[A-Za-z0-9]` plus one `:` separator.
+//! Room names are validated once at the edge so that every other module can
+//! trust a [`RoomName`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::RngExt;
+use rand::distr::Alphanumeric;
+
+/// Random characters after the node prefix: 16 base-62 characters carry about
+/// 95 bits, far above the 64 bits PROTOCOL.md §3 asks for.
+const CLIENT_ID_RANDOM_CHARS: usize = 16;
+
+/// The server-assigned id of one connection, unique across all nodes and never reused.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(Arc<str>);
+
+impl ClientId {
+    /// Draws a fresh id `"{node}:{random}"`.
+    pub fn generate(node: &str) -> Self {
+        let random: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(CLIENT_ID_RANDOM_CHARS)
+            .map(char::from)
+            .collect();
+        ClientId(format!("{node}:{random}").into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for ClientId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Draws a random alphanumeric string, used for node tags, history epochs and dev secrets.
+pub fn random_alphanumeric(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Why a room name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid room name")]
+pub struct InvalidRoomName;
+
+/// A validated room name: 1..=max bytes, no control characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(Arc<str>);
+
+impl RoomName {
+    /// Validates `name` against the configured maximum length in bytes.
+    pub fn parse(name: &str, max_bytes: usize) -> Result<Self, InvalidRoomName> {
+        if name.is_empty() || name.len() > max_bytes || name.chars().any(char::is_control) {
+            return Err(InvalidRoomName);
+        }
+        Ok(RoomName(name.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Rooms whose name starts with `observable-` (case-sensitive) carry presence.
+    pub fn is_observable(&self) -> bool {
+        self.0.starts_with("observable-")
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// A message id: `"{epoch}-{seq}"`, where `epoch` names one incarnation of a
+/// room's history store and `seq` counts the room's messages, zero-padded so that
+/// ids of one room sort in publication order as plain strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageSeq(pub u64);
+
+/// Width of the zero-padded sequence part; 20 digits hold every `u64`.
+const SEQ_DIGITS: usize = 20;
+
+/// Formats a message id from a history epoch and a per-room sequence number.
+pub fn format_message_id(epoch: &str, seq: MessageSeq) -> String {
+    format!("{epoch}-{:0width$}", seq.0, width = SEQ_DIGITS)
+}
+
+/// Splits a message id into its epoch and sequence, or `None` if it is not one of ours.
+pub fn parse_message_id(id: &str) -> Option<(&str, MessageSeq)> {
+    let (epoch, seq) = id.rsplit_once('-')?;
+    if seq.len() != SEQ_DIGITS {
+        return None;
+    }
+    Some((epoch, MessageSeq(seq.parse().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_use_the_regex_safe_alphabet_and_differ() {
+        let a = ClientId::generate("r3k");
+        let b = ClientId::generate("r3k");
+        assert_ne!(a, b);
+        let (node, random) = a.as_str().split_once(':').unwrap();
+        assert_eq!(node, "r3k");
+        assert_eq!(random.len(), CLIENT_ID_RANDOM_CHARS);
+        assert!(random.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn room_names_are_validated() {
+        assert!(RoomName::parse("observable-room", 256).is_ok());
+        assert_eq!(RoomName::parse("", 256), Err(InvalidRoomName));
+        assert_eq!(RoomName::parse("a\nb", 256), Err(InvalidRoomName));
+        assert_eq!(RoomName::parse(&"x".repeat(257), 256), Err(InvalidRoomName));
+        assert!(RoomName::parse(&"x".repeat(256), 256).is_ok());
+        assert!(RoomName::parse("observable-x", 256).unwrap().is_observable());
+        assert!(!RoomName::parse("Observable-x", 256).unwrap().is_observable());
+    }
+
+    #[test]
+    fn message_ids_sort_in_sequence_order_and_round_trip() {
+        let a = format_message_id("ep0ch", MessageSeq(9));
+        let b = format_message_id("ep0ch", MessageSeq(10));
+        assert!(a < b);
+        assert_eq!(parse_message_id(&b), Some(("ep0ch", MessageSeq(10))));
+        assert_eq!(parse_message_id("nonsense"), None);
+        assert_eq!(parse_message_id("e-12"), None);
+    }
+}

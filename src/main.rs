@@ -1,0 +1,159 @@
+//! The `rookery` binary: parses the command line, loads the configuration,
+//! sets up logging and runs a subcommand. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use rookery::config::{Config, Overrides};
+
+/// Rookery: a self-hosted, Scaledrone-compatible real-time messaging server.
+///
+/// One binary is the token-issuing auth service (POST /auth), the pub/sub
+/// broker (WebSocket /v3/websocket), a REST API (/api) and a chat page (/).
+/// With no configuration it runs a development channel on 127.0.0.1:8080.
+#[derive(Parser)]
+#[command(name = "rookery", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Configuration file (TOML). Without one, the embedded default runs.
+    #[arg(long, short, env = "ROOKERY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:8080 (overrides the file).
+    #[arg(long, env = "ROOKERY_LISTEN", global = true)]
+    listen: Option<SocketAddr>,
+    /// Directory of token policies (overrides the file).
+    #[arg(long, env = "ROOKERY_POLICIES_DIR", global = true)]
+    policies_dir: Option<PathBuf>,
+    /// Directory of the chat page and client library (overrides the file).
+    #[arg(long, env = "ROOKERY_STATIC_DIR", global = true)]
+    static_dir: Option<PathBuf>,
+    /// Directory for the development channel's credentials (overrides the file).
+    #[arg(long, env = "ROOKERY_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Mint a token from the configured policy, for scripts and REST callers.
+    Token(TokenArgs),
+    /// Validate the configuration and policies and show the rendered rules.
+    Check {
+        /// The client id to render `{client}` with.
+        #[arg(long, default_value = rookery::policy::SAMPLE_CLIENT_ID)]
+        client: String,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Channel id (default: the auth channel).
+    #[arg(long)]
+    channel: Option<String>,
+    /// Client id the token is bound to (socket tokens).
+    #[arg(long, required_unless_present = "rest")]
+    client: Option<String>,
+    /// Lifetime in seconds (default: the channel's token TTL).
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Mint a REST token: no `client` claim, for `Authorization: Bearer`.
+    #[arg(long, conflicts_with = "client")]
+    rest: bool,
+    /// Display name for the token's `data` claim.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let overrides = Overrides {
+        listen: cli.common.listen,
+        static_dir: cli.common.static_dir.clone(),
+        policies_dir: cli.common.policies_dir.clone(),
+        data_dir: cli.common.data_dir.clone(),
+    };
+    let config = Config::load(cli.common.config.as_deref(), &overrides)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token(args) => token(&config, &args),
+        Command::Check { client } => check(&config, &client),
+    }
+}
+
+fn serve(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = rookery::server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let address = listener.local_addr()?;
+        if let Some(file) = &config.dev_channel_file {
+            let dev = &config.channels[0];
+            tracing::info!(channel = %dev.id, credentials = %file.display(), "development channel (id and secret kept in this file)");
+        }
+        // Scripts and tests wait for this line on stdout.
+        println!("rookery listening on http://{address}");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        rookery::server::run(listener, config, shutdown).await?;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("signal received, shutting down");
+    shutdown.cancel();
+}
+
+fn token(config: &Config, args: &TokenArgs) -> Result<()> {
+    let channel_id = args.channel.as_deref().unwrap_or(&config.auth_channel);
+    let channel = config
+        .channel(channel_id)
+        .with_context(|| format!("no channel {channel_id:?} in the configuration"))?;
+    let issuer = rookery::token::TokenIssuer::new(&channel.id, channel.secret.expose());
+    let client = if args.rest { None } else { args.client.as_deref() };
+    let permissions = channel.policy.render(client.unwrap_or(""));
+    let data = args.name.as_ref().map(|name| serde_json::json!({ "name": name }));
+    let exp = rookery::token::unix_now() + args.ttl.unwrap_or(channel.token_ttl_seconds);
+    println!("{}", issuer.mint(client, data.as_ref(), &permissions, exp));
+    Ok(())
+}
+
+fn check(config: &Config, client: &str) -> Result<()> {
+    println!("configuration OK: listening on {}", config.listen);
+    for channel in &config.channels {
+        println!(
+            "\nchannel {:?}: require_auth={} policy={:?} token_ttl={}s history={} expiry={:?}",
+            channel.id, channel.require_auth, channel.policy.name, channel.token_ttl_seconds, channel.history_size, channel.expiry
+        );
+        println!("  permissions for client {client:?} (last matching rule wins):");
+        for (room, rule) in channel.policy.render(client) {
+            println!("    {room:<40} {rule}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! One WebSocket connection: handshake, authentication state, the per-room
+//! decision cache, the publish rate limit, and its single `select!` loop.
+//!
+//! A session has two tasks. This one reads client frames and acts on them; a
+//! writer task drains the connection's [`Outbox`] in batches (one flush per
+//! batch) and sends keep-alive pings. Everything the session says — replies,
+//! errors, deliveries — goes through the outbox, so frames reach the client in
+//! the order they were queued. Cleanup (leaving every room, with presence
+//! events) lives in [`Subscriptions`]' `Drop`, which runs on every exit path.
+
+mod rate_limit;
+mod writer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hyper_tungstenite::HyperWebsocketStream;
+use hyper_tungstenite::tungstenite::Message;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use serde_json::Value;
+use tokio::time::{Instant, sleep_until};
+use tracing::{Instrument, debug, info_span};
+
+use self::rate_limit::TokenBucket;
+use self::writer::Writer;
+use crate::app::App;
+use crate::broker::{Channel, ConnId, ConnectionCount, Outbox, Room, Subscribed, Subscriber};
+use crate::config::ExpiryMode;
+use crate::ids::{ClientId, RoomName};
+use crate::permissions::{Decision, Permissions};
+use crate::protocol::{self, DecodeError, Frame, Member, Request};
+use crate::token::{Bearer, unix_now};
+
+/// Error texts of PROTOCOL.md that the session sends.
+mod texts {
+    pub const HANDSHAKE_REQUIRED: &str = "Handshake required";
+    pub const HANDSHAKE_DONE: &str = "Handshake already done";
+    pub const UNKNOWN_CHANNEL: &str = "Unknown channel";
+    pub const UNAUTHORIZED: &str = "Unauthorized";
+    pub const INVALID_ROOM: &str = "Invalid room name";
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
+    pub const RATE_LIMITED: &str = "Rate limit exceeded";
+    pub const TOO_LARGE: &str = "Message too large";
+    pub const JWT_EXPIRED: &str = "JWT expired";
+}
+
+/// Serves one upgraded WebSocket until it ends.
+pub async fn run(ws: HyperWebsocketStream, app: Arc<App>, peer: SocketAddr) {
+    let span = info_span!("session", %peer, client_id = tracing::field::Empty);
+    Session::serve(ws, app).instrument(span).await;
+}
+
+/// How the read loop ended, which decides how the socket is closed.
+enum Ending {
+    /// The client went away or the socket failed: nothing more to say.
+    Gone,
+    /// Flush what is queued, then send a close frame (no automatic reconnect).
+    Close(CloseCode, &'static str),
+    /// Drop the TCP connection at once, without a close frame, so that
+    /// official clients see 1006 and reconnect (slow consumer, shutdown, dead peer).
+    Drop,
+}
+
+/// What the session knows after a successful handshake.
+struct Handshaken {
+    channel: Arc<Channel>,
+    client_id: ClientId,
+    client_data: Option<Value>,
+    auth: Option<Auth>,
+    member: Arc<Member>,
+    decisions: HashMap<RoomName, Decision>,
+    subscriptions: Subscriptions,
+    publish_rate: TokenBucket,
+    _counted: ConnectionCount,
+}
+
+struct Auth {
+    permissions: Permissions,
+    exp: u64,
+}
+
+struct Session {
+    app: Arc<App>,
+    conn: ConnId,
+    outbox: Outbox,
+    state: Option<Handshaken>,
+}
+
+impl Session {
+    async fn serve(ws: HyperWebsocketStream, app: Arc<App>) {
+        crate::metrics::connection_opened();
+        let limits = &app.config.limits;
+        let (sink, mut stream) = ws.split();
+        let (outbox, reader) = Outbox::new(limits.outbox_frames);
+        let alive = Arc::new(AtomicBool::new(true));
+        let ping_interval = Duration::from_secs(limits.ping_interval_seconds);
+        let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval);
+        let mut session = Session {
+            conn: app.broker.next_conn_id(),
+            outbox,
+            state: None,
+            app: Arc::clone(&app),
+        };
+        let handshake_deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds);
+
+        let ending = loop {
+            let expiry = session.expiry_deadline();
+            tokio::select! {
+                biased;
+                _ = session.outbox.overflowed() => {
+                    debug!("slow consumer: outbox full, dropping the connection");
+                    break Ending::Drop;
+                }
+                _ = writer.dead() => {
+                    debug!("peer stopped answering pings");
+                    break Ending::Drop;
+                }
+                _ = app.shutdown.cancelled() => break Ending::Drop,
+                _ = sleep_until(handshake_deadline), if session.state.is_none() => {
+                    break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded");
+                }
+                _ = sleep_until(expiry.unwrap_or(handshake_deadline)), if expiry.is_some() => {
+                    session.expire();
+                }
+                incoming = stream.next() => {
+                    alive.store(true, Ordering::Relaxed);
+                    let ending = match incoming {
+                        None | Some(Err(_)) if session.outbox.has_overflowed() => Some(Ending::Drop),
+                        None => Some(Ending::Gone),
+                        Some(Err(error)) => Some(session.on_socket_error(error)),
+                        Some(Ok(message)) => session.on_message(message),
+                    };
+                    if let Some(ending) = ending {
+                        break ending;
+                    }
+                }
+            }
+        };
+        // Leave every room (presence events go out) before the socket closes.
+        session.state = None;
+        writer.finish(ending, &session.outbox).await;
+        crate::metrics::connection_closed();
+    }
+
+    /// When an enforced token expiry takes effect, if one is pending.
+    fn expiry_deadline(&self) -> Option<Instant> {
+        let state = self.state.as_ref()?;
+        let auth = state.auth.as_ref()?;
+        if state.channel.config.expiry != ExpiryMode::Enforce {
+            return None;
+        }
+        let at = auth.exp.saturating_add(state.channel.config.expiry_grace_seconds);
+        let wait = at.saturating_sub(unix_now());
+        Some(Instant::now() + Duration::from_secs(wait))
+    }
+
+    fn send(&self, frame: Frame) {
+        // A failed push means the connection is already ending; the loop sees it.
+        let _ = self.outbox.push(frame);
+    }
+
+    /// Replies to a request: correlated with a callback, else an uncorrelated error (or nothing).
+    fn answer(&self, callback: Option<i64>, error: Option<&str>) {
+        if let Some(frame) = protocol::outcome(callback, error) {
+            self.send(frame);
+        }
+    }
+
+    fn on_socket_error(&self, error: hyper_tungstenite::tungstenite::Error) -> Ending {
+        use hyper_tungstenite::tungstenite::error::{CapacityError, Error};
+        match error {
+            // Beyond the hard cap the frame cannot be skipped: say why, then close.
+            Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+                crate::metrics::refused("too_large");
+                self.send(protocol::error(texts::TOO_LARGE));
+                Ending::Close(CloseCode::Size, "Message size limit exceeded")
+            }
+            other => {
+                debug!(error = %other, "socket error");
+                Ending::Gone
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) -> Option<Ending> {
+        let text = match &message {
+            Message::Text(text) => text.as_str(),
+            Message::Binary(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    self.send(protocol::error(DecodeError::Malformed { callback: None }.text()));
+                    return None;
+                }
+            },
+            Message::Close(_) => return Some(Ending::Gone),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        if text.len() > self.app.config.limits.max_message_bytes {
+            crate::metrics::refused("too_large");
+            self.send(protocol::error(texts::TOO_LARGE));
+            return None;
+        }
+        self.on_text(text)
+    }
+
+    fn on_text(&mut self, text: &str) -> Option<Ending> {
+        let inbound = match protocol::decode(text) {
+            Ok(inbound) => inbound,
+            Err(DecodeError::UnknownType { .. }) if self.state.is_none() => {
+                self.send(protocol::error(texts::HANDSHAKE_REQUIRED));
+                return Some(Ending::Close(CloseCode::Policy, texts::HANDSHAKE_REQUIRED));
+            }
+            Err(error) => {
+                self.answer(error.callback(), Some(error.text()));
+                return None;
+            }
+        };
+        let callback = inbound.callback;
+        match (inbound.request, self.state.is_some()) {
+            (Request::Handshake { channel, client_data }, false) => self.handshake(callback, &channel, client_data),
+            (Request::Handshake { .. }, true) => {
+                self.answer(callback, Some(texts::HANDSHAKE_DONE));
+                None
+            }
+            (_, false) => {
+                self.send(protocol::error(texts::HANDSHAKE_REQUIRED));
+                Some(Ending::Close(CloseCode::Policy, texts::HANDSHAKE_REQUIRED))
+            }
+            (Request::Authenticate { token }, true) => {
+                self.authenticate(callback, &token);
+                None
+            }
+            (Request::Subscribe { room, history_count, history_since }, true) => {
+                self.subscribe(callback, &room, history_count, history_since.as_deref());
+                None
+            }
+            (Request::Unsubscribe { room }, true) => {
+                self.unsubscribe(callback, &room);
+                None
+            }
+            (Request::Publish { room, message }, true) => {
+                self.publish(callback, &room, message);
+                None
+            }
+        }
+    }
+
+    fn handshake(&mut self, callback: Option<i64>, channel_id: &str, client_data: Option<Value>) -> Option<Ending> {
+        let Some(callback) = callback else {
+            // The reply must carry the callback; a handshake without one cannot be answered.
+            self.send(protocol::error(DecodeError::Malformed { callback: None }.text()));
+            return None;
+        };
+        let Some(channel) = self.app.broker.channel(channel_id).cloned() else {
+            crate::metrics::handshake("unknown_channel");
+            self.send(protocol::handshake_error(callback, texts::UNKNOWN_CHANNEL));
+            return Some(Ending::Close(CloseCode::Policy, texts::UNKNOWN_CHANNEL));
+        };
+        crate::metrics::handshake("ok");
+        let client_id = ClientId::generate(&self.app.config.node_id);
+        tracing::Span::current().record("client_id", tracing::field::display(&client_id));
+        let limits = &self.app.config.limits;
+        let member = Arc::new(Member {
+            id: client_id.clone(),
+            auth_data: None,
+            client_data: client_data.clone(),
+        });
+        self.send(protocol::handshake_ok(callback, &client_id, channel.config.require_auth));
+        self.state = Some(Handshaken {
+            _counted: channel.connect(),
+            subscriptions: Subscriptions {
+                channel: Arc::clone(&channel),
+                conn: self.conn,
+                rooms: HashMap::new(),
+            },
+            channel,
+            client_id,
+            client_data,
+            auth: None,
+            member,
+            decisions: HashMap::new(),
+            publish_rate: TokenBucket::new(limits.publish_rate_per_second, limits.publish_burst),
+        });
+        None
+    }
+
+    fn authenticate(&mut self, callback: Option<i64>, token: &str) {
+        let Some(state) = self.state.as_mut() else { return };
+        let verified = state
+            .channel
+            .verifier
+            .verify(token, Bearer::Socket(state.client_id.as_str()), unix_now());
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(error) => {
+                // A failed authenticate leaves the earlier authentication in force.
+                crate::metrics::authentication(error.label());
+                self.answer(callback, Some(&error.to_string()));
+                return;
+            }
+        };
+        crate::metrics::authentication("ok");
+        if state.auth.is_none() {
+            crate::metrics::authenticated_changed(1.0);
+        }
+        state.auth = Some(Auth {
+            permissions: verified.permissions,
+            exp: verified.exp,
+        });
+        state.member = Arc::new(Member {
+            id: state.client_id.clone(),
+            auth_data: verified.data,
+            client_data: state.client_data.clone(),
+        });
+        state.decisions.clear();
+        // Re-authentication: drop rooms the new token no longer allows.
+        let rooms: Vec<RoomName> = state.subscriptions.rooms.keys().cloned().collect();
+        let mut lost = Vec::new();
+        for room in rooms {
+            if state.decide(&room, self.app.config.limits.decision_cache_entries).subscribe {
+                if let Some(handle) = state.subscriptions.rooms.get(&room) {
+                    handle.update_member(self.conn, Arc::clone(&state.member));
+                }
+            } else {
+                state.subscriptions.leave(&room);
+                lost.push(room);
+            }
+        }
+        for room in &lost {
+            self.send(protocol::room_error(texts::UNAUTHORIZED, room));
+        }
+        self.answer(callback, None);
+    }
+
+    /// Enforced expiry: the token ran out without a fresh authenticate.
+    fn expire(&mut self) {
+        let Some(state) = self.state.as_mut() else { return };
+        if state.auth.take().is_some() {
+            crate::metrics::authenticated_changed(-1.0);
+        }
+        state.decisions.clear();
+        state.subscriptions.leave_all();
+        self.send(protocol::error(texts::JWT_EXPIRED));
+    }
+
+    fn subscribe(&mut self, callback: Option<i64>, room: &str, history_count: u32, history_since: Option<&str>) {
+        let limits = &self.app.config.limits;
+        let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
+            return self.answer(callback, Some(texts::INVALID_ROOM));
+        };
+        let Some(state) = self.state.as_mut() else { return };
+        let decision = state.decide(&room, limits.decision_cache_entries);
+        if !decision.subscribe {
+            return self.answer(callback, Some(texts::UNAUTHORIZED));
+        }
+        let already = state.subscriptions.rooms.contains_key(&room);
+        if !already && state.subscriptions.rooms.len() >= limits.max_subscriptions {
+            return self.answer(callback, Some(texts::TOO_MANY_SUBSCRIPTIONS));
+        }
+        let subscriber = Subscriber {
+            outbox: self.outbox.clone(),
+            member: Arc::clone(&state.member),
+        };
+        let (handle, outcome) = state.channel.subscribe(
+            &room,
+            self.conn,
+            subscriber,
+            callback,
+            history_count,
+            history_since,
+            decision.history,
+        );
+        if outcome == Subscribed::New {
+            crate::metrics::subscriptions_changed(1.0);
+            state.subscriptions.rooms.insert(room, handle);
+        }
+    }
+
+    fn unsubscribe(&mut self, callback: Option<i64>, room: &str) {
+        let Ok(room) = RoomName::parse(room, self.app.config.limits.max_room_name_bytes) else {
+            return self.answer(callback, Some(texts::INVALID_ROOM));
+        };
+        if let Some(state) = self.state.as_mut() {
+            state.subscriptions.leave(&room);
+        }
+        if let Some(callback) = callback {
+            self.send(protocol::reply(callback, None));
+        }
+    }
+
+    fn publish(&mut self, callback: Option<i64>, room: &str, message: &serde_json::value::RawValue) {
+        let limits = &self.app.config.limits;
+        let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
+            return self.answer(callback, Some(texts::INVALID_ROOM));
+        };
+        let Some(state) = self.state.as_mut() else { return };
+        if !state.publish_rate.try_take() {
+            crate::metrics::refused("rate_limit");
+            return self.answer(callback, Some(texts::RATE_LIMITED));
+        }
+        if !state.decide(&room, limits.decision_cache_entries).publish {
+            crate::metrics::refused("unauthorized");
+            return self.answer(callback, Some(texts::UNAUTHORIZED));
+        }
+        crate::metrics::published("websocket");
+        state
+            .channel
+            .publish(&room, message.to_owned(), Some(state.client_id.clone()));
+        if let Some(callback) = callback {
+            self.send(protocol::reply(callback, None));
+        }
+    }
+}
+
+impl Handshaken {
+    /// The decision for `room`, computed once per (connection, room) and cached.
+    fn decide(&mut self, room: &RoomName, cache_limit: usize) -> Decision {
+        if !self.channel.config.require_auth {
+            return Decision::OPEN;
+        }
+        let Some(auth) = &self.auth else {
+            return Decision::DENY;
+        };
+        if let Some(decision) = self.decisions.get(room) {
+            return *decision;
+        }
+        let decision = auth.permissions.decide(room.as_str());
+        // A client cycling through endless room names must not grow the cache without bound.
+        if self.decisions.len() >= cache_limit {
+            self.decisions.clear();
+        }
+        self.decisions.insert(room.clone(), decision);
+        decision
+    }
+}
+
+impl Drop for Handshaken {
+    fn drop(&mut self) {
+        if self.auth.is_some() {
+            crate::metrics::authenticated_changed(-1.0);
+        }
+    }
+}
+
+/// The rooms one connection is subscribed to; leaves them all when dropped.
+struct Subscriptions {
+    channel: Arc<Channel>,
+    conn: ConnId,
+    rooms: HashMap<RoomName, Arc<Room>>,
+}
+
+impl Subscriptions {
+    fn leave(&mut self, room: &RoomName) {
+        if let Some(handle) = self.rooms.remove(room) {
+            self.channel.unsubscribe(&handle, self.conn);
+            crate::metrics::subscriptions_changed(-1.0);
+        }
+    }
+
+    fn leave_all(&mut self) {
+        for (_, handle) in self.rooms.drain() {
+            self.channel.unsubscribe(&handle, self.conn);
+            crate::metrics::subscriptions_changed(-1.0);
+        }
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.leave_all();
+    }
+}

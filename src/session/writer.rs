@@ -1,0 +1,113 @@
+//! The writing half of a session: drains the outbox in batches and keeps the connection alive.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use hyper_tungstenite::HyperWebsocketStream;
+use hyper_tungstenite::tungstenite::Message;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Ending;
+use crate::broker::{Outbox, OutboxReader};
+
+type Sink = SplitSink<HyperWebsocketStream, Message>;
+
+/// How long a closing session waits for queued frames to be written.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
+
+/// Handle to a session's writer task.
+pub(super) struct Writer {
+    task: JoinHandle<Option<Sink>>,
+    dead: CancellationToken,
+}
+
+impl Writer {
+    /// Starts the writer. `alive` is set by the reader whenever the peer sends
+    /// anything; a whole ping interval without it marks the peer dead.
+    pub(super) fn spawn(sink: Sink, reader: OutboxReader, alive: Arc<AtomicBool>, ping_interval: Duration) -> Writer {
+        let dead = CancellationToken::new();
+        let task = tokio::spawn(write_loop(sink, reader, alive, ping_interval, dead.clone()));
+        Writer { task, dead }
+    }
+
+    /// Resolves when the peer stopped answering pings or the socket failed to write.
+    pub(super) fn dead(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.dead.cancelled()
+    }
+
+    /// Ends the connection as `ending` says.
+    pub(super) async fn finish(self, ending: Ending, outbox: &Outbox) {
+        match ending {
+            Ending::Drop => {
+                // Never wait on a slow or dead peer: dropping the task drops the socket.
+                self.task.abort();
+            }
+            Ending::Gone => {
+                outbox.close();
+                self.task.abort();
+            }
+            Ending::Close(code, reason) => {
+                outbox.close();
+                let task = self.task;
+                let abort = task.abort_handle();
+                if let Ok(Ok(Some(mut sink))) = tokio::time::timeout(FLUSH_ON_CLOSE, task).await {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = tokio::time::timeout(FLUSH_ON_CLOSE, sink.send(Message::Close(Some(frame)))).await;
+                } else {
+                    abort.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Writes batches until the outbox closes (returning the sink for a close
+/// frame) or the connection fails (returning `None`).
+async fn write_loop(
+    mut sink: Sink,
+    mut reader: OutboxReader,
+    alive: Arc<AtomicBool>,
+    ping_interval: Duration,
+    dead: CancellationToken,
+) -> Option<Sink> {
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            more = reader.next_batch(&mut batch) => {
+                if !more {
+                    return Some(sink);
+                }
+                for frame in batch.drain(..) {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        dead.cancel();
+                        return None;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    dead.cancel();
+                    return None;
+                }
+            }
+            _ = pings.tick() => {
+                if !alive.swap(false, Ordering::Relaxed) {
+                    dead.cancel();
+                    return None;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    dead.cancel();
+                    return None;
+                }
+            }
+        }
+    }
+}

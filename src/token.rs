@@ -1,0 +1,343 @@
+//! JWT claims, minting and verification with the exact error texts of PROTOCOL.md §6.
+//!
+//! Verification runs the checks in the documented order — shape, header,
+//! algorithm, signature, claim types, expiry, channel, client — so that a
+//! client always learns the first thing that is wrong with its token.
+
+use std::collections::HashSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::permissions::Permissions;
+
+/// `exp` values above this are read as milliseconds (older official examples mint those).
+const MILLISECOND_EXP_THRESHOLD: f64 = 1e11;
+
+/// Every way a presented token can be refused; `Display` is the wire text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("JWT does not have 3 parts")]
+    NotThreeParts,
+    #[error("Invalid JWT")]
+    Invalid,
+    #[error("Invalid JWT algorithm")]
+    Algorithm,
+    #[error("Invalid JWT signature")]
+    Signature,
+    #[error("JWT expired")]
+    Expired,
+    #[error("JWT channel mismatch")]
+    ChannelMismatch,
+    #[error("JWT client mismatch")]
+    ClientMismatch,
+}
+
+impl TokenError {
+    /// A short label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenError::NotThreeParts => "not_three_parts",
+            TokenError::Invalid => "invalid",
+            TokenError::Algorithm => "algorithm",
+            TokenError::Signature => "signature",
+            TokenError::Expired => "expired",
+            TokenError::ChannelMismatch => "channel_mismatch",
+            TokenError::ClientMismatch => "client_mismatch",
+        }
+    }
+}
+
+/// Who presents the token, which decides the `client` claim rule.
+#[derive(Debug, Clone, Copy)]
+pub enum Bearer<'a> {
+    /// A WebSocket connection: `client` must equal its id.
+    Socket(&'a str),
+    /// A REST caller: the token must carry **no** `client` claim.
+    Rest,
+}
+
+/// A token that passed every check.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub permissions: Permissions,
+    /// The `data` claim, which becomes the member's `authData`; `None` when absent or null.
+    pub data: Option<Value>,
+    /// Expiry in Unix seconds (milliseconds already normalised).
+    pub exp: u64,
+}
+
+/// Verifies tokens for one channel.
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    channel: String,
+    leeway_seconds: u64,
+}
+
+impl TokenVerifier {
+    pub fn new(channel: &str, secret: &str, leeway_seconds: u64) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Claims are checked here, in PROTOCOL.md order and with its texts.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        TokenVerifier {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            channel: channel.to_owned(),
+            leeway_seconds,
+        }
+    }
+
+    /// Runs every check of PROTOCOL.md §6 against `token` at time `now` (Unix seconds).
+    pub fn verify(&self, token: &str, bearer: Bearer<'_>, now: u64) -> Result<VerifiedToken, TokenError> {
+        if token.split('.').count() != 3 {
+            return Err(TokenError::NotThreeParts);
+        }
+        // Read `alg` ourselves: jsonwebtoken cannot even parse `"alg":"none"`,
+        // and that case must say "Invalid JWT algorithm", not "Invalid JWT".
+        let header = token.split('.').next().unwrap_or_default();
+        let header: Value = URL_SAFE_NO_PAD
+            .decode(header.trim_end_matches('='))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(TokenError::Invalid)?;
+        match header.get("alg").and_then(Value::as_str) {
+            Some("HS256") => {}
+            Some(_) => return Err(TokenError::Algorithm),
+            None => return Err(TokenError::Invalid),
+        }
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::Signature,
+                ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+                _ => TokenError::Invalid,
+            })?
+            .claims;
+        self.check_claims(&claims, bearer, now)
+    }
+
+    fn check_claims(&self, claims: &Map<String, Value>, bearer: Bearer<'_>, now: u64) -> Result<VerifiedToken, TokenError> {
+        let channel = claims.get("channel").ok_or(TokenError::Invalid)?.as_str().ok_or(TokenError::Invalid)?;
+        let client = match claims.get("client") {
+            None => None,
+            Some(Value::String(c)) => Some(c.as_str()),
+            Some(_) => return Err(TokenError::Invalid),
+        };
+        let permissions = Permissions::from_claim(claims.get("permissions").ok_or(TokenError::Invalid)?)
+            .map_err(|_| TokenError::Invalid)?;
+        let exp = match claims.get("exp") {
+            None | Some(Value::Null) => return Err(TokenError::Expired),
+            Some(v) => normalise_exp(v.as_f64().ok_or(TokenError::Invalid)?),
+        };
+        if exp.saturating_add(self.leeway_seconds) <= now {
+            return Err(TokenError::Expired);
+        }
+        if channel != self.channel {
+            return Err(TokenError::ChannelMismatch);
+        }
+        match (bearer, client) {
+            (Bearer::Socket(expected), Some(client)) if client == expected => {}
+            (Bearer::Rest, None) => {}
+            _ => return Err(TokenError::ClientMismatch),
+        }
+        let data = claims.get("data").filter(|d| !d.is_null()).cloned();
+        Ok(VerifiedToken { permissions, data, exp })
+    }
+}
+
+/// Reads `exp` as seconds, converting millisecond values.
+fn normalise_exp(exp: f64) -> u64 {
+    let seconds = if exp > MILLISECOND_EXP_THRESHOLD { exp / 1000.0 } else { exp };
+    // Negative or NaN values saturate to 0 (long expired).
+    seconds as u64
+}
+
+/// The claims Rookery mints, serialized in this field order.
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+    permissions: &'a Map<String, Value>,
+    exp: u64,
+}
+
+/// Mints HS256 tokens for one channel.
+pub struct TokenIssuer {
+    key: EncodingKey,
+    header: Header,
+    channel: String,
+}
+
+impl TokenIssuer {
+    pub fn new(channel: &str, secret: &str) -> Self {
+        TokenIssuer {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+            header: Header::new(Algorithm::HS256),
+            channel: channel.to_owned(),
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Signs a token. `client` is `None` for REST tokens. `permissions` keeps its
+    /// order in the token's JSON text, which is what precedence is defined on.
+    pub fn mint(&self, client: Option<&str>, data: Option<&Value>, permissions: &Map<String, Value>, exp: u64) -> String {
+        let claims = MintedClaims {
+            client,
+            channel: &self.channel,
+            data,
+            permissions,
+            exp,
+        };
+        // Encoding an HS256 token over claims we built cannot fail.
+        jsonwebtoken::encode(&self.header, &claims, &self.key).expect("HS256 signing of serializable claims")
+    }
+}
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &str = "s3cret";
+    const NOW: u64 = 1_763_772_000;
+
+    fn permissions() -> Map<String, Value> {
+        json!({"^a$": {"publish": true, "subscribe": true}}).as_object().unwrap().clone()
+    }
+
+    fn sign(claims: &Value, alg: Algorithm, secret: &str) -> String {
+        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    }
+
+    fn claims(exp: u64) -> Value {
+        json!({"client": "r3k:abc", "channel": "chat", "permissions": permissions(), "exp": exp, "data": {"name": "x"}})
+    }
+
+    fn verify(token: &str) -> Result<VerifiedToken, TokenError> {
+        TokenVerifier::new("chat", SECRET, 0).verify(token, Bearer::Socket("r3k:abc"), NOW)
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_keep_data() {
+        let issuer = TokenIssuer::new("chat", SECRET);
+        let data = json!({"name": "misty_moon"});
+        let token = issuer.mint(Some("r3k:abc"), Some(&data), &permissions(), NOW + 60);
+        let verified = verify(&token).unwrap();
+        assert_eq!(verified.data, Some(data));
+        assert_eq!(verified.exp, NOW + 60);
+        assert!(verified.permissions.decide("a").publish);
+    }
+
+    #[test]
+    fn rejects_wrong_part_count() {
+        assert_eq!(verify("abc").unwrap_err(), TokenError::NotThreeParts);
+        assert_eq!(verify("a.b.c.d").unwrap_err(), TokenError::NotThreeParts);
+    }
+
+    #[test]
+    fn rejects_garbage_as_invalid() {
+        assert_eq!(verify("a.b.c").unwrap_err(), TokenError::Invalid);
+    }
+
+    #[test]
+    fn rejects_alg_none() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(claims(NOW + 60).to_string());
+        assert_eq!(verify(&format!("{header}.{body}.")).unwrap_err(), TokenError::Algorithm);
+    }
+
+    #[test]
+    fn rejects_hs512() {
+        let token = sign(&claims(NOW + 60), Algorithm::HS512, SECRET);
+        assert_eq!(verify(&token).unwrap_err(), TokenError::Algorithm);
+    }
+
+    #[test]
+    fn rejects_bad_signature() {
+        let token = sign(&claims(NOW + 60), Algorithm::HS256, "other");
+        assert_eq!(verify(&token).unwrap_err(), TokenError::Signature);
+    }
+
+    #[test]
+    fn rejects_expired_and_missing_exp() {
+        assert_eq!(verify(&sign(&claims(NOW - 1), Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Expired);
+        let mut no_exp = claims(0);
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(verify(&sign(&no_exp, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn leeway_extends_expiry() {
+        let token = sign(&claims(NOW - 5), Algorithm::HS256, SECRET);
+        let lenient = TokenVerifier::new("chat", SECRET, 10);
+        assert!(lenient.verify(&token, Bearer::Socket("r3k:abc"), NOW).is_ok());
+    }
+
+    #[test]
+    fn reads_millisecond_exp() {
+        let verified = verify(&sign(&claims((NOW + 60) * 1000), Algorithm::HS256, SECRET)).unwrap();
+        assert_eq!(verified.exp, NOW + 60);
+        let expired = sign(&claims((NOW - 60) * 1000), Algorithm::HS256, SECRET);
+        assert_eq!(verify(&expired).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn rejects_wrong_channel_and_client() {
+        let mut other_channel = claims(NOW + 60);
+        other_channel["channel"] = json!("elsewhere");
+        assert_eq!(verify(&sign(&other_channel, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::ChannelMismatch);
+        let mut other_client = claims(NOW + 60);
+        other_client["client"] = json!("r3k:zzz");
+        assert_eq!(verify(&sign(&other_client, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::ClientMismatch);
+    }
+
+    #[test]
+    fn rejects_claims_of_the_wrong_type() {
+        for (key, value) in [("channel", json!(5)), ("permissions", json!([])), ("exp", json!("soon")), ("client", json!(1))] {
+            let mut c = claims(NOW + 60);
+            c[key] = value;
+            assert_eq!(verify(&sign(&c, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Invalid, "{key}");
+        }
+    }
+
+    #[test]
+    fn rest_tokens_must_not_name_a_client() {
+        let verifier = TokenVerifier::new("chat", SECRET, 0);
+        let issuer = TokenIssuer::new("chat", SECRET);
+        let rest = issuer.mint(None, None, &permissions(), NOW + 60);
+        assert!(verifier.verify(&rest, Bearer::Rest, NOW).is_ok());
+        let socket = issuer.mint(Some("r3k:abc"), None, &permissions(), NOW + 60);
+        assert_eq!(verifier.verify(&socket, Bearer::Rest, NOW).unwrap_err(), TokenError::ClientMismatch);
+        assert_eq!(verifier.verify(&rest, Bearer::Socket("r3k:abc"), NOW).unwrap_err(), TokenError::ClientMismatch);
+    }
+
+    #[test]
+    fn permission_key_order_survives_the_round_trip() {
+        let issuer = TokenIssuer::new("chat", SECRET);
+        let ordered: Map<String, Value> =
+            serde_json::from_str(r#"{"z":{"publish":true},"a":{"publish":false}}"#).unwrap();
+        let token = issuer.mint(Some("r3k:abc"), None, &ordered, NOW + 60);
+        // "z" and "a" both match "za"; the later key ("a", deny) must decide.
+        assert!(!verify(&token).unwrap().permissions.decide("za").publish);
+    }
+}

@@ -1,0 +1,91 @@
+// Starts a real Rookery server for a Node test: writes a throw-away config with
+// known channels, spawns the binary on an ephemeral port and waits for the
+// "rookery listening on http://HOST:PORT" line it prints once bound.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** The channel that requires auth and that `POST /auth` mints tokens for. */
+export const CHAT = { id: 'chat', secret: 'chat-secret-for-tests-only' };
+/** A channel without `require_auth`. */
+export const OPEN = { id: 'open', secret: 'open-secret-for-tests-only' };
+
+export function rookeryBinary() {
+  const bin = process.env.ROOKERY_BIN || join(repoRoot, 'target', 'debug', 'rookery');
+  if (!existsSync(bin)) throw new Error(`rookery binary not found at ${bin}; run cargo build first`);
+  return bin;
+}
+
+/**
+ * Start the server. `extraToml` is appended to the generated config (for
+ * example a `[limits]` table). `port` 0 picks a free port; pass a fixed port to
+ * restart a server on the same address. Resolves to
+ * `{ url, wsUrl, port, stop(), kill(), logs() }`.
+ */
+export async function startServer({ extraToml = '', port = 0, dir } = {}) {
+  dir ??= mkdtempSync(join(tmpdir(), 'rookery-test-'));
+  const config = join(dir, 'rookery.toml');
+  writeFileSync(config, `
+listen = "127.0.0.1:${port}"
+static_dir = ${JSON.stringify(join(repoRoot, 'static'))}
+policies_dir = ${JSON.stringify(join(repoRoot, 'policies'))}
+data_dir = ${JSON.stringify(dir)}
+auth_channel = "${CHAT.id}"
+
+[[channel]]
+id = "${CHAT.id}"
+secret = "${CHAT.secret}"
+require_auth = true
+policy = "default"
+
+[[channel]]
+id = "${OPEN.id}"
+secret = "${OPEN.secret}"
+require_auth = false
+policy = "default"
+${extraToml}
+`);
+  const child = spawn(rookeryBinary(), ['serve', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+  });
+  let output = '';
+  const url = await new Promise((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`rookery did not start in 10 s:\n${output}`)), 10_000);
+    const onData = (chunk) => {
+      output += chunk;
+      const m = output.match(/rookery listening on (http:\/\/[\d.]+:\d+)/);
+      if (m) { clearTimeout(timer); resolveUrl(m[1]); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (c) => { output += c; });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`rookery exited (${code}):\n${output}`)); });
+  });
+  const exited = new Promise((r) => child.on('exit', r));
+  const actualPort = Number(new URL(url).port);
+  return {
+    url,
+    wsUrl: url.replace('http://', 'ws://') + '/v3/websocket',
+    port: actualPort,
+    dir,
+    logs: () => output,
+    /** Graceful stop (SIGTERM), waits for exit. */
+    async stop() { if (child.exitCode === null) { child.kill('SIGTERM'); await exited; } },
+    /** Hard kill (SIGKILL), waits for exit. */
+    async kill() { if (child.exitCode === null) { child.kill('SIGKILL'); await exited; } },
+  };
+}
+
+/** Mint a token from the embedded auth service, as the tutorial page does. */
+export async function fetchToken(baseUrl, clientId, name) {
+  const form = new FormData();
+  form.append('clientID', clientId);
+  if (name !== undefined) form.append('name', name);
+  const res = await fetch(`${baseUrl}/auth`, { method: 'POST', body: form });
+  if (!res.ok) throw new Error(`/auth ${res.status}: ${await res.text()}`);
+  return res.text();
+}
