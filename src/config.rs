@@ -244,17 +244,24 @@ impl Config {
             .or(raw.policies_dir)
             .unwrap_or_else(|| "policies".into());
         let policies = PolicySet::load_dir(&policies_dir)?;
-        let data_dir = overrides.data_dir.clone().or(raw.data_dir).unwrap_or_else(|| "data".into());
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(raw.data_dir)
+            .unwrap_or_else(|| "data".into());
         let limits = raw.limits;
         validate_limits(&limits).map_err(|reason| invalid(format!("[limits]: {reason}")))?;
 
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
-            let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(|reason| invalid(reason))?;
-            let policy = policies
-                .get("default")
-                .ok_or_else(|| invalid(format!("the development channel needs {}/default.toml", policies_dir.display())))?;
+            let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(&invalid)?;
+            let policy = policies.get("default").ok_or_else(|| {
+                invalid(format!(
+                    "the development channel needs {}/default.toml",
+                    policies_dir.display()
+                ))
+            })?;
             channels.push(ChannelConfig {
                 id: dev.id,
                 secret: dev.secret,
@@ -270,7 +277,7 @@ impl Config {
             dev_channel_file = Some(path);
         }
         for entry in raw.channels {
-            let channel = resolve_channel(entry, &policies).map_err(|reason| invalid(reason))?;
+            let channel = resolve_channel(entry, &policies).map_err(&invalid)?;
             if channels.iter().any(|c: &ChannelConfig| c.id == channel.id) {
                 return Err(invalid(format!("channel {:?} is defined twice", channel.id)));
             }
@@ -278,19 +285,29 @@ impl Config {
         }
         let auth_channel = raw.auth_channel.unwrap_or_else(|| channels[0].id.clone());
         if !channels.iter().any(|c| c.id == auth_channel) {
-            return Err(invalid(format!("auth_channel {auth_channel:?} is not a configured channel")));
+            return Err(invalid(format!(
+                "auth_channel {auth_channel:?} is not a configured channel"
+            )));
         }
         let node_id = raw.node_id.unwrap_or_else(|| random_alphanumeric(4));
         if node_id.is_empty() || !node_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid(format!("node_id {node_id:?} must be non-empty and alphanumeric")));
+            return Err(invalid(format!(
+                "node_id {node_id:?} must be non-empty and alphanumeric"
+            )));
         }
         let listen = match overrides.listen.or(raw.listen) {
             Some(listen) => listen,
-            None => DEFAULT_LISTEN.parse().map_err(|_| invalid("bad default listen".into()))?,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| invalid("bad default listen".into()))?,
         };
         Ok(Config {
             listen,
-            static_dir: overrides.static_dir.clone().or(raw.static_dir).unwrap_or_else(|| "static".into()),
+            static_dir: overrides
+                .static_dir
+                .clone()
+                .or(raw.static_dir)
+                .unwrap_or_else(|| "static".into()),
             data_dir,
             node_id,
             auth_channel,
@@ -329,7 +346,9 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
 fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelConfig, String> {
     let name = &entry.id;
     if entry.id.is_empty() || entry.id.chars().any(|c| c.is_control() || c == '/') {
-        return Err(format!("channel id {name:?} must be non-empty, without '/' or control characters"));
+        return Err(format!(
+            "channel id {name:?} must be non-empty, without '/' or control characters"
+        ));
     }
     let secret = match (entry.secret, entry.secret_env) {
         (Some(secret), None) => secret,
@@ -342,9 +361,12 @@ fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelC
     if secret.expose().is_empty() {
         return Err(format!("channel {name:?}: the secret is empty"));
     }
-    let policy = policies
-        .get(&entry.policy)
-        .ok_or_else(|| format!("channel {name:?}: no policy named {:?} in the policies directory", entry.policy))?;
+    let policy = policies.get(&entry.policy).ok_or_else(|| {
+        format!(
+            "channel {name:?}: no policy named {:?} in the policies directory",
+            entry.policy
+        )
+    })?;
     if entry.history_size > 10_000 {
         return Err(format!("channel {name:?}: history_size may be at most 10000"));
     }
@@ -436,7 +458,10 @@ mod tests {
         assert_eq!(config.limits.max_subscriptions, 3);
         assert_eq!(config.auth_channel, "b");
         let b = config.channel("b").unwrap();
-        assert_eq!((b.expiry, b.token_ttl_seconds, b.history_size), (ExpiryMode::Enforce, 60, 5));
+        assert_eq!(
+            (b.expiry, b.token_ttl_seconds, b.history_size),
+            (ExpiryMode::Enforce, 60, 5)
+        );
         assert!(!config.channel("a").unwrap().require_auth);
     }
 
@@ -445,8 +470,14 @@ mod tests {
         let cases = [
             ("[[channel]]\nid = \"a\"\n", "secret"),
             ("[[channel]]\nid = \"a\"\nsecret = \"x\"\npolicy = \"nope\"\n", "nope"),
-            ("[[channel]]\nid = \"a\"\nsecret = \"x\"\n[[channel]]\nid = \"a\"\nsecret = \"y\"\n", "twice"),
-            ("auth_channel = \"zz\"\n[[channel]]\nid = \"a\"\nsecret = \"x\"\n", "auth_channel"),
+            (
+                "[[channel]]\nid = \"a\"\nsecret = \"x\"\n[[channel]]\nid = \"a\"\nsecret = \"y\"\n",
+                "twice",
+            ),
+            (
+                "auth_channel = \"zz\"\n[[channel]]\nid = \"a\"\nsecret = \"x\"\n",
+                "auth_channel",
+            ),
             ("[limits]\noutbox_frames = 0\n", "outbox_frames"),
             ("listen = \"nonsense\"\n", "listen"),
             ("bogus = 1\n", "bogus"),

@@ -117,7 +117,8 @@ fn serve(config: Config) -> Result<()> {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
         tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
         return;
     };
@@ -148,7 +149,12 @@ fn check(config: &Config, client: &str) -> Result<()> {
     for channel in &config.channels {
         println!(
             "\nchannel {:?}: require_auth={} policy={:?} token_ttl={}s history={} expiry={:?}",
-            channel.id, channel.require_auth, channel.policy.name, channel.token_ttl_seconds, channel.history_size, channel.expiry
+            channel.id,
+            channel.require_auth,
+            channel.policy.name,
+            channel.token_ttl_seconds,
+            channel.history_size,
+            channel.expiry
         );
         println!("  permissions for client {client:?} (last matching rule wins):");
         for (room, rule) in channel.policy.render(client) {

@@ -178,9 +178,8 @@ mod tests {
 
     #[test]
     fn everything_but_one_room() {
-        let p = permissions(
-            r#"{".+":{"publish":true,"subscribe":true},"^secret$":{"publish":false,"subscribe":false}}"#,
-        );
+        let p =
+            permissions(r#"{".+":{"publish":true,"subscribe":true},"^secret$":{"publish":false,"subscribe":false}}"#);
         assert_eq!(p.decide("lobby"), PUB_SUB);
         assert_eq!(p.decide("secret"), Decision::DENY);
         assert_eq!(p.decide("secret2"), PUB_SUB);
@@ -261,7 +260,13 @@ mod tests {
         let bad = |json: &str| Permissions::from_claim(&serde_json::from_str(json).unwrap()).err();
         assert_eq!(bad("[]"), Some(InvalidPermissions::NotAnObject));
         assert!(matches!(bad(r#"{"a":true}"#), Some(InvalidPermissions::BadRule(_))));
-        assert!(matches!(bad(r#"{"a":{"publish":"yes"}}"#), Some(InvalidPermissions::BadRule(_))));
-        assert!(matches!(bad(r#"{"a":{"history":-1}}"#), Some(InvalidPermissions::BadRule(_))));
+        assert!(matches!(
+            bad(r#"{"a":{"publish":"yes"}}"#),
+            Some(InvalidPermissions::BadRule(_))
+        ));
+        assert!(matches!(
+            bad(r#"{"a":{"history":-1}}"#),
+            Some(InvalidPermissions::BadRule(_))
+        ));
     }
 }

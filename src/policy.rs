@@ -185,10 +185,26 @@ mod tests {
         assert_eq!(policy.ttl_seconds, 180);
         let claim = policy.render("r3k:abc");
         let keys: Vec<&str> = claim.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["^observable-room$", "^private-room-(?!r3k:abc$).+$", "^private-room-r3k:abc$"]);
-        assert_eq!(claim["^observable-room$"], json!({"publish": true, "subscribe": true, "history": 100}));
-        assert_eq!(claim["^private-room-(?!r3k:abc$).+$"], json!({"publish": true, "subscribe": false, "history": 0}));
-        assert_eq!(claim["^private-room-r3k:abc$"], json!({"publish": false, "subscribe": true, "history": 100}));
+        assert_eq!(
+            keys,
+            [
+                "^observable-room$",
+                "^private-room-(?!r3k:abc$).+$",
+                "^private-room-r3k:abc$"
+            ]
+        );
+        assert_eq!(
+            claim["^observable-room$"],
+            json!({"publish": true, "subscribe": true, "history": 100})
+        );
+        assert_eq!(
+            claim["^private-room-(?!r3k:abc$).+$"],
+            json!({"publish": true, "subscribe": false, "history": 0})
+        );
+        assert_eq!(
+            claim["^private-room-r3k:abc$"],
+            json!({"publish": false, "subscribe": true, "history": 100})
+        );
     }
 
     #[test]

@@ -48,11 +48,28 @@ impl PartialEq for Request<'_> {
     fn eq(&self, other: &Self) -> bool {
         use Request::*;
         match (self, other) {
-            (Handshake { channel: a, client_data: x }, Handshake { channel: b, client_data: y }) => a == b && x == y,
+            (
+                Handshake {
+                    channel: a,
+                    client_data: x,
+                },
+                Handshake {
+                    channel: b,
+                    client_data: y,
+                },
+            ) => a == b && x == y,
             (Authenticate { token: a }, Authenticate { token: b }) => a == b,
             (
-                Subscribe { room: a, history_count: x, history_since: s },
-                Subscribe { room: b, history_count: y, history_since: t },
+                Subscribe {
+                    room: a,
+                    history_count: x,
+                    history_since: s,
+                },
+                Subscribe {
+                    room: b,
+                    history_count: y,
+                    history_since: t,
+                },
             ) => a == b && x == y && s == t,
             (Unsubscribe { room: a }, Unsubscribe { room: b }) => a == b,
             // Raw messages compare by their exact JSON text.
@@ -128,13 +145,17 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de Raw
 
 /// Decodes one client frame (text, or the UTF-8 payload of a binary frame).
 pub fn decode(text: &str) -> Result<Inbound<'_>, DecodeError> {
+    // serde would also read a struct from a JSON array; frames must be objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeError::Malformed { callback: None });
+    }
     let envelope: Envelope = serde_json::from_str(text).map_err(|_| DecodeError::Malformed { callback: None })?;
     let callback = match envelope.callback {
         None => None,
         Some(raw) if raw.get() == "null" => None,
-        Some(raw) => Some(
-            serde_json::from_str::<i64>(raw.get()).map_err(|_| DecodeError::Malformed { callback: None })?,
-        ),
+        Some(raw) => {
+            Some(serde_json::from_str::<i64>(raw.get()).map_err(|_| DecodeError::Malformed { callback: None })?)
+        }
     };
     let malformed = DecodeError::Malformed { callback };
     let kind: String = parse(envelope.kind).ok_or(malformed)?;
@@ -390,7 +411,8 @@ mod tests {
 
     #[test]
     fn decodes_every_request_type() {
-        let handshake = decode(r#"{"type":"handshake","channel":"c","client_data":{"x":1},"version":2,"callback":0}"#).unwrap();
+        let handshake =
+            decode(r#"{"type":"handshake","channel":"c","client_data":{"x":1},"version":2,"callback":0}"#).unwrap();
         assert_eq!(handshake.callback, Some(0));
         assert_eq!(
             handshake.request,
@@ -434,6 +456,10 @@ mod tests {
     #[test]
     fn malformed_and_unknown_frames() {
         assert_eq!(decode("[1]"), Err(DecodeError::Malformed { callback: None }));
+        assert_eq!(
+            decode(r#"["subscribe", 2]"#),
+            Err(DecodeError::Malformed { callback: None })
+        );
         assert_eq!(decode("nope"), Err(DecodeError::Malformed { callback: None }));
         assert_eq!(
             decode(r#"{"type":"subscribe","callback":3}"#),
@@ -447,17 +473,35 @@ mod tests {
             decode(r#"{"type":"subscribe","room":"r","history_count":"x","callback":3}"#),
             Err(DecodeError::Malformed { callback: Some(3) })
         );
-        assert_eq!(decode(r#"{"type":"dance","callback":7}"#), Err(DecodeError::UnknownType { callback: Some(7) }));
-        assert_eq!(decode(r#"{"type":"dance"}"#), Err(DecodeError::UnknownType { callback: None }));
-        assert_eq!(decode(r#"{"callback":7}"#), Err(DecodeError::Malformed { callback: Some(7) }));
+        assert_eq!(
+            decode(r#"{"type":"dance","callback":7}"#),
+            Err(DecodeError::UnknownType { callback: Some(7) })
+        );
+        assert_eq!(
+            decode(r#"{"type":"dance"}"#),
+            Err(DecodeError::UnknownType { callback: None })
+        );
+        assert_eq!(
+            decode(r#"{"callback":7}"#),
+            Err(DecodeError::Malformed { callback: Some(7) })
+        );
     }
 
     #[test]
     fn reply_shapes() {
         assert_eq!(reply(0, None).as_str(), r#"{"callback":0}"#);
-        assert_eq!(reply(3, Some("Unauthorized")).as_str(), r#"{"callback":3,"error":"Unauthorized"}"#);
-        assert_eq!(error("Rate limit exceeded").as_str(), r#"{"error":"Rate limit exceeded"}"#);
-        assert_eq!(handshake_error(1, "Unknown channel").as_str(), r#"{"callback":1,"client_id":"","error":"Unknown channel"}"#);
+        assert_eq!(
+            reply(3, Some("Unauthorized")).as_str(),
+            r#"{"callback":3,"error":"Unauthorized"}"#
+        );
+        assert_eq!(
+            error("Rate limit exceeded").as_str(),
+            r#"{"error":"Rate limit exceeded"}"#
+        );
+        assert_eq!(
+            handshake_error(1, "Unknown channel").as_str(),
+            r#"{"callback":1,"client_id":"","error":"Unknown channel"}"#
+        );
         assert_eq!(
             room_error("Unauthorized", &room("r")).as_str(),
             r#"{"error":"Unauthorized","room":"r"}"#

@@ -28,7 +28,11 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds the listening socket with a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
@@ -91,7 +95,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     })
     .await;
     if drained.is_err() {
-        warn!(seconds = deadline.as_secs(), "shutdown deadline passed with connections still open");
+        warn!(
+            seconds = deadline.as_secs(),
+            "shutdown deadline passed with connections still open"
+        );
     }
     upkeep.abort();
     Ok(())

@@ -123,8 +123,17 @@ impl TokenVerifier {
         self.check_claims(&claims, bearer, now)
     }
 
-    fn check_claims(&self, claims: &Map<String, Value>, bearer: Bearer<'_>, now: u64) -> Result<VerifiedToken, TokenError> {
-        let channel = claims.get("channel").ok_or(TokenError::Invalid)?.as_str().ok_or(TokenError::Invalid)?;
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        bearer: Bearer<'_>,
+        now: u64,
+    ) -> Result<VerifiedToken, TokenError> {
+        let channel = claims
+            .get("channel")
+            .ok_or(TokenError::Invalid)?
+            .as_str()
+            .ok_or(TokenError::Invalid)?;
         let client = match claims.get("client") {
             None => None,
             Some(Value::String(c)) => Some(c.as_str()),
@@ -154,7 +163,11 @@ impl TokenVerifier {
 
 /// Reads `exp` as seconds, converting millisecond values.
 fn normalise_exp(exp: f64) -> u64 {
-    let seconds = if exp > MILLISECOND_EXP_THRESHOLD { exp / 1000.0 } else { exp };
+    let seconds = if exp > MILLISECOND_EXP_THRESHOLD {
+        exp / 1000.0
+    } else {
+        exp
+    };
     // Negative or NaN values saturate to 0 (long expired).
     seconds as u64
 }
@@ -193,7 +206,13 @@ impl TokenIssuer {
 
     /// Signs a token. `client` is `None` for REST tokens. `permissions` keeps its
     /// order in the token's JSON text, which is what precedence is defined on.
-    pub fn mint(&self, client: Option<&str>, data: Option<&Value>, permissions: &Map<String, Value>, exp: u64) -> String {
+    pub fn mint(
+        &self,
+        client: Option<&str>,
+        data: Option<&Value>,
+        permissions: &Map<String, Value>,
+        exp: u64,
+    ) -> String {
         let claims = MintedClaims {
             client,
             channel: &self.channel,
@@ -222,7 +241,10 @@ mod tests {
     const NOW: u64 = 1_763_772_000;
 
     fn permissions() -> Map<String, Value> {
-        json!({"^a$": {"publish": true, "subscribe": true}}).as_object().unwrap().clone()
+        json!({"^a$": {"publish": true, "subscribe": true}})
+            .as_object()
+            .unwrap()
+            .clone()
     }
 
     fn sign(claims: &Value, alg: Algorithm, secret: &str) -> String {
@@ -280,10 +302,16 @@ mod tests {
 
     #[test]
     fn rejects_expired_and_missing_exp() {
-        assert_eq!(verify(&sign(&claims(NOW - 1), Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Expired);
+        assert_eq!(
+            verify(&sign(&claims(NOW - 1), Algorithm::HS256, SECRET)).unwrap_err(),
+            TokenError::Expired
+        );
         let mut no_exp = claims(0);
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(verify(&sign(&no_exp, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Expired);
+        assert_eq!(
+            verify(&sign(&no_exp, Algorithm::HS256, SECRET)).unwrap_err(),
+            TokenError::Expired
+        );
     }
 
     #[test]
@@ -305,18 +333,33 @@ mod tests {
     fn rejects_wrong_channel_and_client() {
         let mut other_channel = claims(NOW + 60);
         other_channel["channel"] = json!("elsewhere");
-        assert_eq!(verify(&sign(&other_channel, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::ChannelMismatch);
+        assert_eq!(
+            verify(&sign(&other_channel, Algorithm::HS256, SECRET)).unwrap_err(),
+            TokenError::ChannelMismatch
+        );
         let mut other_client = claims(NOW + 60);
         other_client["client"] = json!("r3k:zzz");
-        assert_eq!(verify(&sign(&other_client, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::ClientMismatch);
+        assert_eq!(
+            verify(&sign(&other_client, Algorithm::HS256, SECRET)).unwrap_err(),
+            TokenError::ClientMismatch
+        );
     }
 
     #[test]
     fn rejects_claims_of_the_wrong_type() {
-        for (key, value) in [("channel", json!(5)), ("permissions", json!([])), ("exp", json!("soon")), ("client", json!(1))] {
+        for (key, value) in [
+            ("channel", json!(5)),
+            ("permissions", json!([])),
+            ("exp", json!("soon")),
+            ("client", json!(1)),
+        ] {
             let mut c = claims(NOW + 60);
             c[key] = value;
-            assert_eq!(verify(&sign(&c, Algorithm::HS256, SECRET)).unwrap_err(), TokenError::Invalid, "{key}");
+            assert_eq!(
+                verify(&sign(&c, Algorithm::HS256, SECRET)).unwrap_err(),
+                TokenError::Invalid,
+                "{key}"
+            );
         }
     }
 
@@ -327,8 +370,14 @@ mod tests {
         let rest = issuer.mint(None, None, &permissions(), NOW + 60);
         assert!(verifier.verify(&rest, Bearer::Rest, NOW).is_ok());
         let socket = issuer.mint(Some("r3k:abc"), None, &permissions(), NOW + 60);
-        assert_eq!(verifier.verify(&socket, Bearer::Rest, NOW).unwrap_err(), TokenError::ClientMismatch);
-        assert_eq!(verifier.verify(&rest, Bearer::Socket("r3k:abc"), NOW).unwrap_err(), TokenError::ClientMismatch);
+        assert_eq!(
+            verifier.verify(&socket, Bearer::Rest, NOW).unwrap_err(),
+            TokenError::ClientMismatch
+        );
+        assert_eq!(
+            verifier.verify(&rest, Bearer::Socket("r3k:abc"), NOW).unwrap_err(),
+            TokenError::ClientMismatch
+        );
     }
 
     #[test]

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::value::RawValue;
 
+use self::history::MemoryHistory;
 pub use self::outbox::{Outbox, OutboxReader, PushError};
 pub use self::room::{ConnId, HistoryRequest, Room, Subscribed, Subscriber};
-use self::history::MemoryHistory;
 use crate::config::{ChannelConfig, Config};
 use crate::ids::{ClientId, RoomName, parse_message_id, random_alphanumeric};
 use crate::protocol::Message;
@@ -76,6 +76,20 @@ pub struct Channel {
     connections: AtomicUsize,
 }
 
+/// What a connection asks of a subscribe.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscribeRequest<'a> {
+    pub conn: ConnId,
+    /// Echoed in the reply; no reply without it.
+    pub callback: Option<i64>,
+    /// How many history messages the client asked for.
+    pub history_count: u32,
+    /// Recover everything after this message id (PROTOCOL.md §7).
+    pub history_since: Option<&'a str>,
+    /// How many history messages its permission grants.
+    pub allowance: u32,
+}
+
 /// Receipt for one published message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -97,17 +111,19 @@ impl Channel {
     }
 
     /// Subscribes a connection, queueing reply, members and history to its outbox.
-    /// `history_count` is what the client asked for, `allowance` what its permission grants.
     pub fn subscribe(
         &self,
         room: &RoomName,
-        conn: ConnId,
         subscriber: Subscriber,
-        callback: Option<i64>,
-        history_count: u32,
-        history_since: Option<&str>,
-        allowance: u32,
+        request: SubscribeRequest<'_>,
     ) -> (Arc<Room>, Subscribed) {
+        let SubscribeRequest {
+            conn,
+            callback,
+            history_count,
+            history_since,
+            allowance,
+        } = request;
         let allowance = (allowance as usize).min(MAX_HISTORY_PER_SUBSCRIBE);
         let request = match history_since {
             None => HistoryRequest::Latest((history_count as usize).min(allowance)),
@@ -168,7 +184,12 @@ impl Channel {
 
     /// Rooms with at least one subscriber, sorted.
     pub fn occupied_rooms(&self) -> Vec<Arc<Room>> {
-        let mut rooms: Vec<Arc<Room>> = self.rooms.all().into_iter().filter(|r| r.subscriber_count() > 0).collect();
+        let mut rooms: Vec<Arc<Room>> = self
+            .rooms
+            .all()
+            .into_iter()
+            .filter(|r| r.subscriber_count() > 0)
+            .collect();
         rooms.sort_by(|a, b| a.name().cmp(b.name()));
         rooms
     }
@@ -215,9 +236,11 @@ impl Drop for ConnectionCount {
     }
 }
 
+type Shard = Mutex<HashMap<RoomName, Arc<Room>>>;
+
 /// Rooms by name, sharded by hash.
 struct RoomTable {
-    shards: Box<[Mutex<HashMap<RoomName, Arc<Room>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -231,7 +254,9 @@ impl RoomTable {
 
     fn shard(&self, room: &RoomName) -> MutexGuard<'_, HashMap<RoomName, Arc<Room>>> {
         let index = self.hasher.hash_one(room) as usize % self.shards.len();
-        self.shards[index].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn get(&self, room: &RoomName) -> Option<Arc<Room>> {

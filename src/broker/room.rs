@@ -107,7 +107,10 @@ impl Room {
             return Ok(Subscribed::Already);
         }
         let (reply, messages) = match history {
-            HistoryRequest::Latest(count) => (callback.map(|cb| protocol::reply(cb, None)), state.history.latest(count, now)),
+            HistoryRequest::Latest(count) => (
+                callback.map(|cb| protocol::reply(cb, None)),
+                state.history.latest(count, now),
+            ),
             HistoryRequest::Since { after, limit } => {
                 let recovery = match after {
                     Some(seq) => state.history.since(seq, limit, now),

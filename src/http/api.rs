@@ -33,28 +33,73 @@ enum Caller {
     Token(Permissions),
 }
 
-type ApiResult = Result<Response<Body>, Response<Body>>;
+/// A REST failure: its status and the `message` of the `{"message":"…"}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "Not found")
+    }
+
+    /// The one place REST errors become responses.
+    fn into_response(self) -> Response<Body> {
+        let mut response = error_response(self.status, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"rookery\""),
+            );
+        }
+        response
+    }
+}
+
+type ApiResult<T = Response<Body>> = Result<T, ApiError>;
 
 /// Handles any request under `/api`.
 pub async fn handle(request: Request<Incoming>, app: &App) -> Response<Body> {
-    route(request, app).await.unwrap_or_else(|error| error)
+    route(request, app).await.unwrap_or_else(ApiError::into_response)
 }
 
 async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
-    let path = request.uri().path().trim_start_matches("/api").trim_start_matches('/').to_owned();
+    let path = request
+        .uri()
+        .path()
+        .trim_start_matches("/api")
+        .trim_start_matches('/')
+        .to_owned();
     let segments: Vec<String> = path
         .split('/')
         .map(|s| percent_decode_str(s).decode_utf8().map(|d| d.into_owned()))
         .collect::<Result<_, _>>()
-        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Path is not valid UTF-8"))?;
+        .map_err(|_| ApiError::bad_request("Path is not valid UTF-8"))?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let Some((&channel_id, rest)) = segments.split_first().filter(|(c, _)| !c.is_empty()) else {
-        return Err(not_found());
+        return Err(ApiError::not_found());
     };
     let channel = app
         .broker
         .channel(channel_id)
-        .ok_or_else(|| error_response(StatusCode::NOT_FOUND, "Unknown channel"))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Unknown channel"))?;
     let caller = authenticate(&request, channel)?;
     let method = request.method().clone();
     let max_room = app.config.limits.max_room_name_bytes;
@@ -62,7 +107,7 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
         (&Method::POST, ["publish", "rooms"]) => {
             let rooms = query_rooms(request.uri().query().unwrap_or_default(), max_room)?;
             if rooms.is_empty() {
-                return Err(error_response(StatusCode::BAD_REQUEST, "Name at least one room with ?r=ROOM"));
+                return Err(ApiError::bad_request("Name at least one room with ?r=ROOM"));
             }
             allow_publish(&caller, &rooms)?;
             let message = read_message(request, app).await?;
@@ -84,18 +129,21 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
         }
         (&Method::GET, rest) => {
             if matches!(caller, Caller::Token(_)) {
-                return Err(error_response(StatusCode::FORBIDDEN, "Bearer tokens may only publish"));
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "Bearer tokens may only publish"));
             }
             read_only(rest, channel, request.uri().query(), max_room)
         }
-        (_, ["publish", "rooms"] | [_, "publish"]) => Err(error_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
-        _ => Err(not_found()),
+        (_, ["publish", "rooms"] | [_, "publish"]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
+        _ => Err(ApiError::not_found()),
     }
 }
 
 fn read_only(rest: &[&str], channel: &Channel, query: Option<&str>, max_room: usize) -> ApiResult {
     match rest {
-        ["stats"] => Ok(json_response(StatusCode::OK, &json!({ "users_count": channel.connection_count() }))),
+        ["stats"] => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "users_count": channel.connection_count() }),
+        )),
         ["members"] => Ok(json_response(StatusCode::OK, &channel.members())),
         ["rooms"] => {
             let rooms = channel.occupied_rooms();
@@ -130,7 +178,7 @@ fn read_only(rest: &[&str], channel: &Channel, query: Option<&str>, max_room: us
                 .collect();
             Ok(json_response(StatusCode::OK, &messages))
         }
-        _ => Err(not_found()),
+        _ => Err(ApiError::not_found()),
     }
 }
 
@@ -144,51 +192,44 @@ struct HistoryEntry<'a> {
     timestamp: u64,
 }
 
-fn not_found() -> Response<Body> {
-    error_response(StatusCode::NOT_FOUND, "Not found")
-}
-
-fn unauthorized(message: &str) -> Response<Body> {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(
-        hyper::header::WWW_AUTHENTICATE,
-        hyper::header::HeaderValue::from_static("Basic realm=\"rookery\""),
-    );
-    response
-}
-
-fn authenticate(request: &Request<Incoming>, channel: &Channel) -> Result<Caller, Response<Body>> {
+fn authenticate(request: &Request<Incoming>, channel: &Channel) -> ApiResult<Caller> {
     let Some(header) = request.headers().get(AUTHORIZATION) else {
         return if channel.config.require_auth {
-            Err(unauthorized("Missing credentials"))
+            Err(ApiError::unauthorized("Missing credentials"))
         } else {
             Ok(Caller::Full)
         };
     };
-    let header = header.to_str().map_err(|_| unauthorized("Malformed Authorization header"))?;
-    let (scheme, credentials) = header.split_once(' ').ok_or_else(|| unauthorized("Malformed Authorization header"))?;
+    let header = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("Malformed Authorization header"))?;
+    let (scheme, credentials) = header
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("Malformed Authorization header"))?;
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = STANDARD
             .decode(credentials.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
-        let (user, password) = decoded.split_once(':').ok_or_else(|| unauthorized("Malformed Basic credentials"))?;
+            .ok_or_else(|| ApiError::unauthorized("Malformed Basic credentials"))?;
+        let (user, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| ApiError::unauthorized("Malformed Basic credentials"))?;
         let user_ok = user == channel.config.id;
         let password_ok = constant_time_eq(password.as_bytes(), channel.config.secret.expose().as_bytes());
         if user_ok && password_ok {
             Ok(Caller::Full)
         } else {
-            Err(unauthorized("Invalid credentials"))
+            Err(ApiError::unauthorized("Invalid credentials"))
         }
     } else if scheme.eq_ignore_ascii_case("bearer") {
         let verified = channel
             .verifier
             .verify(credentials.trim(), Bearer::Rest, unix_now())
-            .map_err(|error| unauthorized(&error.to_string()))?;
+            .map_err(|error| ApiError::unauthorized(error.to_string()))?;
         Ok(Caller::Token(verified.permissions))
     } else {
-        Err(unauthorized("Unsupported authorization scheme"))
+        Err(ApiError::unauthorized("Unsupported authorization scheme"))
     }
 }
 
@@ -197,24 +238,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn allow_publish(caller: &Caller, rooms: &[RoomName]) -> Result<(), Response<Body>> {
+fn allow_publish(caller: &Caller, rooms: &[RoomName]) -> ApiResult<()> {
     match caller {
         Caller::Full => Ok(()),
         Caller::Token(permissions) => match rooms.iter().find(|room| !permissions.decide(room.as_str()).publish) {
             None => Ok(()),
-            Some(room) => Err(error_response(
+            Some(room) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                &format!("Not permitted to publish to {room}"),
+                format!("Not permitted to publish to {room}"),
             )),
         },
     }
 }
 
-fn parse_room(room: &str, max_bytes: usize) -> Result<RoomName, Response<Body>> {
-    RoomName::parse(room, max_bytes).map_err(|e| error_response(StatusCode::BAD_REQUEST, &e.to_string()))
+fn parse_room(room: &str, max_bytes: usize) -> ApiResult<RoomName> {
+    RoomName::parse(room, max_bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn query_rooms(query: &str, max_bytes: usize) -> Result<Vec<RoomName>, Response<Body>> {
+fn query_rooms(query: &str, max_bytes: usize) -> ApiResult<Vec<RoomName>> {
     let mut rooms: Vec<RoomName> = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         if key == "r" {
@@ -227,20 +268,20 @@ fn query_rooms(query: &str, max_bytes: usize) -> Result<Vec<RoomName>, Response<
     Ok(rooms)
 }
 
-fn history_count(query: Option<&str>) -> Result<usize, Response<Body>> {
+fn history_count(query: Option<&str>) -> ApiResult<usize> {
     let mut count = MAX_HISTORY_PER_SUBSCRIBE;
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         if key == "count" {
             count = value
                 .parse::<usize>()
-                .map_err(|_| error_response(StatusCode::BAD_REQUEST, "count must be a non-negative integer"))?;
+                .map_err(|_| ApiError::bad_request("count must be a non-negative integer"))?;
         }
     }
     Ok(count.min(MAX_HISTORY_PER_SUBSCRIBE))
 }
 
 /// The message of a publish: parsed JSON for `application/json`, else the raw body as a string.
-async fn read_message(request: Request<Incoming>, app: &App) -> Result<Box<RawValue>, Response<Body>> {
+async fn read_message(request: Request<Incoming>, app: &App) -> ApiResult<Box<RawValue>> {
     let is_json = request
         .headers()
         .get(CONTENT_TYPE)
@@ -252,11 +293,11 @@ async fn read_message(request: Request<Incoming>, app: &App) -> Result<Box<RawVa
         .map_err(|error| match error {
             BodyError::TooLarge => {
                 crate::metrics::refused("too_large");
-                error_response(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string())
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
             }
-            BodyError::Unreadable => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
+            BodyError::Unreadable => ApiError::bad_request(error.to_string()),
         })?;
-    let malformed = |what: &str| error_response(StatusCode::BAD_REQUEST, what);
+    let malformed = ApiError::bad_request;
     if is_json {
         serde_json::from_slice::<Box<RawValue>>(&bytes).map_err(|_| malformed("Body is not valid JSON"))
     } else {

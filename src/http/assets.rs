@@ -70,8 +70,14 @@ mod tests {
     fn resolves_inside_the_root_only() {
         let root = Path::new("/srv/static");
         assert_eq!(resolve(root, "/"), Some(PathBuf::from("/srv/static/index.html")));
-        assert_eq!(resolve(root, "/rookery.js"), Some(PathBuf::from("/srv/static/rookery.js")));
-        assert_eq!(resolve(root, "/examples/"), Some(PathBuf::from("/srv/static/examples/index.html")));
+        assert_eq!(
+            resolve(root, "/rookery.js"),
+            Some(PathBuf::from("/srv/static/rookery.js"))
+        );
+        assert_eq!(
+            resolve(root, "/examples/"),
+            Some(PathBuf::from("/srv/static/examples/index.html"))
+        );
         assert_eq!(resolve(root, "/../secret"), None);
         assert_eq!(resolve(root, "/a/%2e%2e/%2e%2e/etc/passwd"), None);
     }

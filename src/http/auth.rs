@@ -48,7 +48,9 @@ pub enum AuthError {
 impl AuthError {
     fn status(&self) -> StatusCode {
         match self {
-            AuthError::NoClientId | AuthError::ClientIdTooLong | AuthError::InvalidName => StatusCode::UNPROCESSABLE_ENTITY,
+            AuthError::NoClientId | AuthError::ClientIdTooLong | AuthError::InvalidName => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AuthError::Malformed(_) => StatusCode::BAD_REQUEST,
             AuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -73,7 +75,10 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
             BodyError::Unreadable => AuthError::Malformed(e.to_string()),
         })?;
     let parsed = parse_body(content_type.as_deref(), bytes).await?;
-    let client_id = parsed.client_id.filter(|id| !id.is_empty()).ok_or(AuthError::NoClientId)?;
+    let client_id = parsed
+        .client_id
+        .filter(|id| !id.is_empty())
+        .ok_or(AuthError::NoClientId)?;
     if client_id.len() > MAX_CLIENT_ID_BYTES {
         return Err(AuthError::ClientIdTooLong);
     }
@@ -89,7 +94,9 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
     let data = json!({ "name": name, "color": random_color() });
     let permissions = channel.config.policy.render(&client_id);
     let expires_at = unix_now() + channel.config.token_ttl_seconds;
-    let token = channel.issuer.mint(Some(&client_id), Some(&data), &permissions, expires_at);
+    let token = channel
+        .issuer
+        .mint(Some(&client_id), Some(&data), &permissions, expires_at);
     crate::metrics::token_minted();
     Ok(if wants_json {
         json_response(StatusCode::OK, &json!({ "token": token, "expires_at": expires_at }))
@@ -99,7 +106,11 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
 }
 
 fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
-    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    request
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Reads `clientID` and `name` from a multipart, urlencoded or JSON body.
@@ -179,21 +190,133 @@ fn validate_name(name: String) -> Result<String, AuthError> {
 }
 
 const ADJECTIVES: &[&str] = &[
-    "autumn", "hidden", "bitter", "misty", "silent", "empty", "dry", "dark", "summer", "icy", "delicate", "quiet",
-    "white", "cool", "spring", "winter", "patient", "twilight", "dawn", "crimson", "wispy", "weathered", "blue",
-    "billowing", "broken", "cold", "damp", "falling", "frosty", "green", "long", "late", "bold", "little", "morning",
-    "muddy", "old", "red", "rough", "still", "small", "sparkling", "shy", "wandering", "withered", "wild", "black",
-    "young", "holy", "solitary", "fragrant", "aged", "snowy", "proud", "floral", "restless", "divine", "polished",
-    "ancient", "purple", "lively", "nameless",
+    "autumn",
+    "hidden",
+    "bitter",
+    "misty",
+    "silent",
+    "empty",
+    "dry",
+    "dark",
+    "summer",
+    "icy",
+    "delicate",
+    "quiet",
+    "white",
+    "cool",
+    "spring",
+    "winter",
+    "patient",
+    "twilight",
+    "dawn",
+    "crimson",
+    "wispy",
+    "weathered",
+    "blue",
+    "billowing",
+    "broken",
+    "cold",
+    "damp",
+    "falling",
+    "frosty",
+    "green",
+    "long",
+    "late",
+    "bold",
+    "little",
+    "morning",
+    "muddy",
+    "old",
+    "red",
+    "rough",
+    "still",
+    "small",
+    "sparkling",
+    "shy",
+    "wandering",
+    "withered",
+    "wild",
+    "black",
+    "young",
+    "holy",
+    "solitary",
+    "fragrant",
+    "aged",
+    "snowy",
+    "proud",
+    "floral",
+    "restless",
+    "divine",
+    "polished",
+    "ancient",
+    "purple",
+    "lively",
+    "nameless",
 ];
 
 const NOUNS: &[&str] = &[
-    "waterfall", "river", "breeze", "moon", "rain", "wind", "sea", "morning", "snow", "lake", "sunset", "pine",
-    "shadow", "leaf", "dawn", "glitter", "forest", "hill", "cloud", "meadow", "sun", "glade", "bird", "brook",
-    "butterfly", "bush", "dew", "dust", "field", "fire", "flower", "firefly", "feather", "grass", "haze", "mountain",
-    "night", "pond", "darkness", "snowflake", "silence", "sound", "sky", "shape", "surf", "thunder", "violet", "water",
-    "wildflower", "wave", "resonance", "wood", "dream", "cherry", "tree", "fog", "frost", "voice", "paper", "frog",
-    "smoke", "star",
+    "waterfall",
+    "river",
+    "breeze",
+    "moon",
+    "rain",
+    "wind",
+    "sea",
+    "morning",
+    "snow",
+    "lake",
+    "sunset",
+    "pine",
+    "shadow",
+    "leaf",
+    "dawn",
+    "glitter",
+    "forest",
+    "hill",
+    "cloud",
+    "meadow",
+    "sun",
+    "glade",
+    "bird",
+    "brook",
+    "butterfly",
+    "bush",
+    "dew",
+    "dust",
+    "field",
+    "fire",
+    "flower",
+    "firefly",
+    "feather",
+    "grass",
+    "haze",
+    "mountain",
+    "night",
+    "pond",
+    "darkness",
+    "snowflake",
+    "silence",
+    "sound",
+    "sky",
+    "shape",
+    "surf",
+    "thunder",
+    "violet",
+    "water",
+    "wildflower",
+    "wave",
+    "resonance",
+    "wood",
+    "dream",
+    "cherry",
+    "tree",
+    "fog",
+    "frost",
+    "voice",
+    "paper",
+    "frog",
+    "smoke",
+    "star",
 ];
 
 /// A random `adjective_noun` display name.
@@ -214,7 +337,10 @@ mod tests {
     use super::*;
 
     fn run<F: std::future::Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(future)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 
     #[test]
@@ -223,13 +349,22 @@ mod tests {
             client_id: Some("r3k:a".into()),
             name: Some("Ann".into()),
         };
-        let form = run(parse_body(Some("application/x-www-form-urlencoded"), Bytes::from("clientID=r3k%3Aa&name=Ann")));
+        let form = run(parse_body(
+            Some("application/x-www-form-urlencoded"),
+            Bytes::from("clientID=r3k%3Aa&name=Ann"),
+        ));
         assert_eq!(form.unwrap(), expected);
-        let json = run(parse_body(Some("application/json; charset=utf-8"), Bytes::from(r#"{"clientID":"r3k:a","name":"Ann"}"#)));
+        let json = run(parse_body(
+            Some("application/json; charset=utf-8"),
+            Bytes::from(r#"{"clientID":"r3k:a","name":"Ann"}"#),
+        ));
         assert_eq!(json.unwrap(), expected);
         let multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"clientID\"\r\n\r\nr3k:a\r\n\
                          --XyZ\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAnn\r\n--XyZ--\r\n";
-        let parsed = run(parse_body(Some("multipart/form-data; boundary=XyZ"), Bytes::from(multipart)));
+        let parsed = run(parse_body(
+            Some("multipart/form-data; boundary=XyZ"),
+            Bytes::from(multipart),
+        ));
         assert_eq!(parsed.unwrap(), expected);
     }
 

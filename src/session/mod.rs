@@ -28,7 +28,7 @@ use tracing::{Instrument, debug, info_span};
 use self::rate_limit::TokenBucket;
 use self::writer::Writer;
 use crate::app::App;
-use crate::broker::{Channel, ConnId, ConnectionCount, Outbox, Room, Subscribed, Subscriber};
+use crate::broker::{Channel, ConnId, ConnectionCount, Outbox, Room, SubscribeRequest, Subscribed, Subscriber};
 use crate::config::ExpiryMode;
 use crate::ids::{ClientId, RoomName};
 use crate::permissions::{Decision, Permissions};
@@ -234,7 +234,14 @@ impl Session {
                 self.authenticate(callback, &token);
                 None
             }
-            (Request::Subscribe { room, history_count, history_since }, true) => {
+            (
+                Request::Subscribe {
+                    room,
+                    history_count,
+                    history_since,
+                },
+                true,
+            ) => {
                 self.subscribe(callback, &room, history_count, history_since.as_deref());
                 None
             }
@@ -269,7 +276,11 @@ impl Session {
             auth_data: None,
             client_data: client_data.clone(),
         });
-        self.send(protocol::handshake_ok(callback, &client_id, channel.config.require_auth));
+        self.send(protocol::handshake_ok(
+            callback,
+            &client_id,
+            channel.config.require_auth,
+        ));
         self.state = Some(Handshaken {
             _counted: channel.connect(),
             subscriptions: Subscriptions {
@@ -321,7 +332,10 @@ impl Session {
         let rooms: Vec<RoomName> = state.subscriptions.rooms.keys().cloned().collect();
         let mut lost = Vec::new();
         for room in rooms {
-            if state.decide(&room, self.app.config.limits.decision_cache_entries).subscribe {
+            if state
+                .decide(&room, self.app.config.limits.decision_cache_entries)
+                .subscribe
+            {
                 if let Some(handle) = state.subscriptions.rooms.get(&room) {
                     handle.update_member(self.conn, Arc::clone(&state.member));
                 }
@@ -365,15 +379,14 @@ impl Session {
             outbox: self.outbox.clone(),
             member: Arc::clone(&state.member),
         };
-        let (handle, outcome) = state.channel.subscribe(
-            &room,
-            self.conn,
-            subscriber,
+        let request = SubscribeRequest {
+            conn: self.conn,
             callback,
             history_count,
             history_since,
-            decision.history,
-        );
+            allowance: decision.history,
+        };
+        let (handle, outcome) = state.channel.subscribe(&room, subscriber, request);
         if outcome == Subscribed::New {
             crate::metrics::subscriptions_changed(1.0);
             state.subscriptions.rooms.insert(room, handle);

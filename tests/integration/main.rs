@@ -1,0 +1,5 @@
+//! Integration tests: the real server on an ephemeral port, real WebSocket and HTTP clients.
+
+mod util;
+
+mod chat;

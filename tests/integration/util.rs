@@ -1,0 +1,345 @@
+//! Test support: start the real server on an ephemeral port and talk to it over
+//! real sockets. Every receive has a timeout so that a broken server fails a
+//! test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use rookery::config::{Config, Overrides};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for a frame it expects.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel that requires auth and that `/auth` mints for.
+pub const CHAT: &str = "chat";
+pub const CHAT_SECRET: &str = "chat-secret";
+/// A channel without `require_auth`.
+pub const OPEN: &str = "open";
+pub const OPEN_SECRET: &str = "open-secret";
+
+/// A running server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rookery-it-{}", rookery::ids::random_alphanumeric(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl TestServer {
+    /// Starts a server with the `chat` and `open` channels; `extra` is
+    /// appended to the config file (e.g. a `[limits]` table or more channels),
+    /// and `chat_extra` to the chat channel's table.
+    pub async fn start_with(extra: &str, chat_extra: &str) -> TestServer {
+        let dir = TempDir::new();
+        let file = dir.0.join("rookery.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nauth_channel = \"{CHAT}\"\nshutdown_timeout_seconds = 5\n{extra}\n\
+             [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n{chat_extra}\n\
+             [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        let overrides = Overrides {
+            policies_dir: Some(repo().join("policies")),
+            static_dir: Some(repo().join("static")),
+            data_dir: Some(dir.0.clone()),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), &overrides).expect("test config loads");
+        let listener = rookery::server::bind(config.listen).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(rookery::server::run(listener, config, shutdown.clone()));
+        TestServer {
+            addr,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn start() -> TestServer {
+        Self::start_with("", "").await
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v3/websocket", self.addr)
+    }
+
+    /// A connected WebSocket client that has not handshaken yet.
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// A client handshaken on `channel`.
+    pub async fn client(&self, channel: &str) -> Client {
+        let mut client = self.connect().await;
+        client.handshake(channel).await;
+        client
+    }
+
+    /// A client handshaken on `chat` and authenticated with a token from `POST /auth`.
+    pub async fn chat_user(&self, name: &str) -> Client {
+        let mut client = self.client(CHAT).await;
+        let token = self.auth_token(client.id(), Some(name)).await;
+        let reply = client.request(json!({"type": "authenticate", "token": token})).await;
+        assert_eq!(reply.get("error"), None, "authenticate failed: {reply}");
+        client
+    }
+
+    /// A token minted by `POST /auth` (urlencoded form).
+    pub async fn auth_token(&self, client_id: &str, name: Option<&str>) -> String {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("clientID", client_id);
+        if let Some(name) = name {
+            form.append_pair("name", name);
+        }
+        let response = self
+            .http(
+                "POST",
+                "/auth",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form.finish().into_bytes(),
+            )
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.text()
+    }
+
+    /// One HTTP/1.1 request on a fresh connection.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> HttpResponse {
+        http_request(self.addr, method, path, headers, body.into()).await
+    }
+
+    /// Cancels the server and waits for `run` to return.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("server stops within its deadline")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A response, fully read.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body)).unwrap();
+    let response = tokio::time::timeout(RECV_TIMEOUT, sender.send_request(request))
+        .await
+        .expect("HTTP response in time")
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    HttpResponse { status, headers, body }
+}
+
+/// A WebSocket client speaking JSON frames.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub client_id: Option<String>,
+    next_callback: i64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+        Client {
+            ws,
+            client_id: None,
+            next_callback: 100,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.client_id.as_deref().expect("handshaken")
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// The next JSON frame; panics on timeout, close or a non-text frame.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame within the timeout")
+                .expect("the connection is open")
+                .expect("no socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("frames are JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that no data frame arrives for `wait` (keep-alive pings are fine).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(frame) => panic!("expected no frame, got {frame:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server to end the connection; returns the close frame, if one was sent.
+    pub async fn expect_closed(&mut self) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+        loop {
+            match tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("the connection ends within the timeout")
+            {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Sends `frame` with a fresh callback and returns the frame carrying it,
+    /// failing if any other frame arrives first.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        let callback = self.next_callback;
+        self.next_callback += 1;
+        frame["callback"] = json!(callback);
+        self.send(frame).await;
+        let reply = self.recv().await;
+        assert_eq!(
+            reply["callback"],
+            json!(callback),
+            "expected the reply first, got {reply}"
+        );
+        reply
+    }
+
+    pub async fn handshake(&mut self, channel: &str) -> Value {
+        let reply = self.request(json!({"type": "handshake", "channel": channel})).await;
+        if let Some(id) = reply["client_id"].as_str().filter(|id| !id.is_empty()) {
+            self.client_id = Some(id.to_owned());
+        }
+        reply
+    }
+
+    pub async fn authenticate(&mut self, token: &str) -> Value {
+        self.request(json!({"type": "authenticate", "token": token})).await
+    }
+
+    /// Subscribes and returns the reply (members and history frames follow).
+    pub async fn subscribe(&mut self, room: &str) -> Value {
+        self.request(json!({"type": "subscribe", "room": room})).await
+    }
+
+    pub async fn publish(&mut self, room: &str, message: Value) {
+        self.send(json!({"type": "publish", "room": room, "message": message}))
+            .await;
+    }
+}
+
+/// Mints a token for `chat` directly, with any permissions and expiry.
+pub fn chat_token(client: Option<&str>, permissions: Value, exp: u64, data: Option<Value>) -> String {
+    let issuer = rookery::token::TokenIssuer::new(CHAT, CHAT_SECRET);
+    let permissions = permissions.as_object().expect("permissions object").clone();
+    issuer.mint(client, data.as_ref(), &permissions, exp)
+}
+
+pub fn now() -> u64 {
+    rookery::token::unix_now()
+}
+
+pub fn basic_auth(channel: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{channel}:{secret}"))
+    )
+}
