@@ -7,6 +7,9 @@
 //! look-around or backreferences fall back to `fancy-regex`, with a hard
 //! backtracking limit. A key that compiles in neither engine matches nothing.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 /// Backtracking steps a fallback pattern may take per match; hitting the limit counts as no match.
@@ -127,6 +130,42 @@ impl Permissions {
             .rev()
             .find(|rule| rule.matcher.is_match(room))
             .map_or(Decision::DENY, |rule| rule.decision)
+    }
+}
+
+/// Decisions of one connection, computed once per room and kept until the
+/// token changes. Bounded: a client cycling through endless room names resets
+/// the cache instead of growing it.
+#[derive(Debug)]
+pub struct DecisionCache {
+    decisions: HashMap<Arc<str>, Decision>,
+    limit: usize,
+}
+
+impl DecisionCache {
+    pub fn new(limit: usize) -> Self {
+        DecisionCache {
+            decisions: HashMap::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// The cached decision for `room`, or `permissions.decide(room)` remembered.
+    pub fn decide(&mut self, permissions: &Permissions, room: &str) -> Decision {
+        if let Some(decision) = self.decisions.get(room) {
+            return *decision;
+        }
+        let decision = permissions.decide(room);
+        if self.decisions.len() >= self.limit {
+            self.decisions.clear();
+        }
+        self.decisions.insert(room.into(), decision);
+        decision
+    }
+
+    /// Forgets everything (the token changed).
+    pub fn clear(&mut self) {
+        self.decisions.clear();
     }
 }
 
@@ -253,6 +292,18 @@ mod tests {
         let p = permissions(r#"{".*":{"subscribe":true},"^(a|a)*(?=b)c$":{"subscribe":false}}"#);
         let room = "a".repeat(64);
         assert!(p.decide(&room).subscribe);
+    }
+
+    #[test]
+    fn the_cache_remembers_and_stays_bounded() {
+        let p = permissions(r#"{"^a":{"publish":true}}"#);
+        let mut cache = DecisionCache::new(2);
+        assert!(cache.decide(&p, "a1").publish);
+        assert!(!cache.decide(&p, "b").publish);
+        assert_eq!(cache.decisions.len(), 2);
+        cache.decide(&p, "a2");
+        assert_eq!(cache.decisions.len(), 1, "reset when full");
+        assert!(cache.decide(&p, "a1").publish);
     }
 
     #[test]

@@ -122,6 +122,11 @@ pub struct OutboxReader {
 }
 
 impl OutboxReader {
+    /// Moves every queued frame into `batch` without waiting (benchmarks and tests).
+    pub fn drain_now(&mut self, batch: &mut Vec<Frame>) {
+        batch.extend(self.shared.queue().drain(..));
+    }
+
     /// Waits for frames and moves all queued ones into `batch` (which must be
     /// empty). Returns `false` when the outbox is closed and drained, or overflowed.
     pub async fn next_batch(&mut self, batch: &mut Vec<Frame>) -> bool {

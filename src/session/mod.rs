@@ -31,7 +31,7 @@ use crate::app::App;
 use crate::broker::{Channel, ConnId, ConnectionCount, Outbox, Room, SubscribeRequest, Subscribed, Subscriber};
 use crate::config::ExpiryMode;
 use crate::ids::{ClientId, RoomName};
-use crate::permissions::{Decision, Permissions};
+use crate::permissions::{Decision, DecisionCache, Permissions};
 use crate::protocol::{self, DecodeError, Frame, Member, Request};
 use crate::token::{Bearer, unix_now};
 
@@ -56,8 +56,10 @@ pub async fn run(ws: HyperWebsocketStream, app: Arc<App>, peer: SocketAddr) {
 
 /// How the read loop ended, which decides how the socket is closed.
 enum Ending {
-    /// The client went away or the socket failed: nothing more to say.
+    /// The socket failed: nothing more can be said.
     Gone,
+    /// The client sent a close frame: flush what is queued and answer it.
+    ClosedByPeer,
     /// Flush what is queued, then send a close frame (no automatic reconnect).
     Close(CloseCode, &'static str),
     /// Drop the TCP connection at once, without a close frame, so that
@@ -72,7 +74,7 @@ struct Handshaken {
     client_data: Option<Value>,
     auth: Option<Auth>,
     member: Arc<Member>,
-    decisions: HashMap<RoomName, Decision>,
+    decisions: DecisionCache,
     subscriptions: Subscriptions,
     publish_rate: TokenBucket,
     _counted: ConnectionCount,
@@ -196,7 +198,7 @@ impl Session {
                     return None;
                 }
             },
-            Message::Close(_) => return Some(Ending::Gone),
+            Message::Close(_) => return Some(Ending::ClosedByPeer),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
         if text.len() > self.app.config.limits.max_message_bytes {
@@ -293,7 +295,7 @@ impl Session {
             client_data,
             auth: None,
             member,
-            decisions: HashMap::new(),
+            decisions: DecisionCache::new(limits.decision_cache_entries),
             publish_rate: TokenBucket::new(limits.publish_rate_per_second, limits.publish_burst),
         });
         None
@@ -332,10 +334,7 @@ impl Session {
         let rooms: Vec<RoomName> = state.subscriptions.rooms.keys().cloned().collect();
         let mut lost = Vec::new();
         for room in rooms {
-            if state
-                .decide(&room, self.app.config.limits.decision_cache_entries)
-                .subscribe
-            {
+            if state.decide(&room).subscribe {
                 if let Some(handle) = state.subscriptions.rooms.get(&room) {
                     handle.update_member(self.conn, Arc::clone(&state.member));
                 }
@@ -367,7 +366,7 @@ impl Session {
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };
         let Some(state) = self.state.as_mut() else { return };
-        let decision = state.decide(&room, limits.decision_cache_entries);
+        let decision = state.decide(&room);
         if !decision.subscribe {
             return self.answer(callback, Some(texts::UNAUTHORIZED));
         }
@@ -415,7 +414,7 @@ impl Session {
             crate::metrics::refused("rate_limit");
             return self.answer(callback, Some(texts::RATE_LIMITED));
         }
-        if !state.decide(&room, limits.decision_cache_entries).publish {
+        if !state.decide(&room).publish {
             crate::metrics::refused("unauthorized");
             return self.answer(callback, Some(texts::UNAUTHORIZED));
         }
@@ -431,23 +430,14 @@ impl Session {
 
 impl Handshaken {
     /// The decision for `room`, computed once per (connection, room) and cached.
-    fn decide(&mut self, room: &RoomName, cache_limit: usize) -> Decision {
+    fn decide(&mut self, room: &RoomName) -> Decision {
         if !self.channel.config.require_auth {
             return Decision::OPEN;
         }
-        let Some(auth) = &self.auth else {
-            return Decision::DENY;
-        };
-        if let Some(decision) = self.decisions.get(room) {
-            return *decision;
+        match &self.auth {
+            Some(auth) => self.decisions.decide(&auth.permissions, room.as_str()),
+            None => Decision::DENY,
         }
-        let decision = auth.permissions.decide(room.as_str());
-        // A client cycling through endless room names must not grow the cache without bound.
-        if self.decisions.len() >= cache_limit {
-            self.decisions.clear();
-        }
-        self.decisions.insert(room.clone(), decision);
-        decision
     }
 }
 

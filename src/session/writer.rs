@@ -51,19 +51,36 @@ impl Writer {
                 outbox.close();
                 self.task.abort();
             }
+            Ending::ClosedByPeer => {
+                // tungstenite queued the answering close frame when it read the
+                // client's; closing the sink flushes it after the queued frames.
+                if let Some(mut sink) = self.drain(outbox).await {
+                    let _ = tokio::time::timeout(FLUSH_ON_CLOSE, sink.close()).await;
+                }
+            }
             Ending::Close(code, reason) => {
-                outbox.close();
-                let task = self.task;
-                let abort = task.abort_handle();
-                if let Ok(Ok(Some(mut sink))) = tokio::time::timeout(FLUSH_ON_CLOSE, task).await {
+                if let Some(mut sink) = self.drain(outbox).await {
                     let frame = CloseFrame {
                         code,
                         reason: reason.into(),
                     };
                     let _ = tokio::time::timeout(FLUSH_ON_CLOSE, sink.send(Message::Close(Some(frame)))).await;
-                } else {
-                    abort.abort();
                 }
+            }
+        }
+    }
+}
+
+impl Writer {
+    /// Lets the writer write what is queued, then takes the sink back (or gives up after a while).
+    async fn drain(self, outbox: &Outbox) -> Option<Sink> {
+        outbox.close();
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(FLUSH_ON_CLOSE, self.task).await {
+            Ok(Ok(sink)) => sink,
+            _ => {
+                abort.abort();
+                None
             }
         }
     }

@@ -696,3 +696,19 @@ async fn answering_pings_keeps_connections_alive() {
     client.publish("r", json!("alive")).await;
     assert_eq!(client.recv().await["message"], "alive");
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    use futures_util::StreamExt;
+    let server = TestServer::start().await;
+    let mut client = server.client(OPEN).await;
+    client.ws.close(None).await.unwrap();
+    // The server completes the closing handshake: the stream ends cleanly, not with a reset.
+    let next = tokio::time::timeout(RECV_TIMEOUT, client.ws.next())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(next, None | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))),
+        "{next:?}"
+    );
+}
