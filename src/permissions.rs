@@ -8,7 +8,7 @@
 //! backtracking limit. A key that compiles in neither engine matches nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use serde_json::{Map, Value};
 
@@ -86,8 +86,43 @@ impl Matcher {
 }
 
 struct Rule {
-    matcher: Matcher,
+    matcher: Arc<Matcher>,
     decision: Decision,
+}
+
+/// Compiled patterns shared by every token that carries them.
+///
+/// Thousands of connections hold tokens from the same policy; most of their
+/// keys are identical (`^observable-room$`), and a compiled regex costs
+/// kilobytes. Interning keeps one copy per distinct pattern for as long as
+/// any token uses it, and makes authenticating cheap for repeated keys.
+struct Interned {
+    matchers: HashMap<String, Weak<Matcher>>,
+    /// Prune dead entries when the map grows past this.
+    prune_at: usize,
+}
+
+static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(|| {
+    Mutex::new(Interned {
+        matchers: HashMap::new(),
+        prune_at: 1024,
+    })
+});
+
+fn interned_matcher(pattern: &str) -> Arc<Matcher> {
+    let mut interned = INTERNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(matcher) = interned.matchers.get(pattern).and_then(Weak::upgrade) {
+        return matcher;
+    }
+    // Compiling under the lock keeps two tokens from compiling the same key
+    // twice; it happens once per distinct key, never on the message path.
+    let matcher = Arc::new(Matcher::compile(pattern));
+    interned.matchers.insert(pattern.to_owned(), Arc::downgrade(&matcher));
+    if interned.matchers.len() >= interned.prune_at {
+        interned.matchers.retain(|_, weak| weak.strong_count() > 0);
+        interned.prune_at = (interned.matchers.len() * 2).max(1024);
+    }
+    matcher
 }
 
 /// The compiled permission rules of one token, in the token's key order.
@@ -115,7 +150,7 @@ impl Permissions {
             .map(|(key, value)| {
                 let decision = parse_rule(value).ok_or_else(|| InvalidPermissions::BadRule(key.clone()))?;
                 Ok(Rule {
-                    matcher: Matcher::compile(key),
+                    matcher: interned_matcher(key),
                     decision,
                 })
             })
@@ -292,6 +327,14 @@ mod tests {
         let p = permissions(r#"{".*":{"subscribe":true},"^(a|a)*(?=b)c$":{"subscribe":false}}"#);
         let room = "a".repeat(64);
         assert!(p.decide(&room).subscribe);
+    }
+
+    #[test]
+    fn identical_keys_share_one_compiled_matcher() {
+        let a = permissions(r#"{"^interned-test$":{"publish":true}}"#);
+        let b = permissions(r#"{"^interned-test$":{"publish":true}}"#);
+        assert!(Arc::ptr_eq(&a.rules[0].matcher, &b.rules[0].matcher));
+        assert!(b.decide("interned-test").publish);
     }
 
     #[test]

@@ -264,11 +264,10 @@ impl RoomTable {
     }
 
     fn get_or_create(&self, room: &RoomName, history: impl FnOnce() -> Box<dyn history::History>) -> Arc<Room> {
-        Arc::clone(
-            self.shard(room)
-                .entry(room.clone())
-                .or_insert_with(|| Arc::new(Room::new(room.clone(), history()))),
-        )
+        Arc::clone(self.shard(room).entry(room.clone()).or_insert_with(|| {
+            crate::metrics::rooms_changed(1.0);
+            Arc::new(Room::new(room.clone(), history()))
+        }))
     }
 
     /// Drops the room from the table when it has no subscribers and no history.
@@ -277,6 +276,7 @@ impl RoomTable {
         let is_current = shard.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room));
         if is_current && room.retire_if_idle() {
             shard.remove(room.name());
+            crate::metrics::rooms_changed(-1.0);
         }
     }
 
