@@ -22,7 +22,7 @@ struct Shared {
     ready: Notify,
     /// No more frames will be pushed; the writer finishes what is queued.
     closed: AtomicBool,
-    /// Cancelled when the connection must end now (slow consumer).
+    /// Cancelled when the connection must end now (slow consumer, or the session's own stop signal).
     overflow: CancellationToken,
 }
 
@@ -50,13 +50,15 @@ pub enum PushError {
 
 impl Outbox {
     /// A new outbox holding at most `capacity` frames, and its reader.
-    pub fn new(capacity: usize) -> (Outbox, OutboxReader) {
+    /// `overflow` is cancelled when the queue overflows; once it is cancelled
+    /// (for any reason) the outbox accepts nothing more.
+    pub fn new(capacity: usize, overflow: CancellationToken) -> (Outbox, OutboxReader) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             capacity,
             ready: Notify::new(),
             closed: AtomicBool::new(false),
-            overflow: CancellationToken::new(),
+            overflow,
         });
         (
             Outbox {
@@ -95,11 +97,6 @@ impl Outbox {
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
         self.shared.ready.notify_one();
-    }
-
-    /// Resolves when this connection overflowed and must be dropped.
-    pub fn overflowed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.shared.overflow.cancelled()
     }
 
     pub fn has_overflowed(&self) -> bool {
@@ -163,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_batches_in_order() {
-        let (outbox, mut reader) = Outbox::new(10);
+        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
         outbox.push(frame("a")).unwrap();
         outbox.push(frame("b")).unwrap();
         let mut batch = Vec::new();
@@ -173,19 +170,19 @@ mod tests {
 
     #[tokio::test]
     async fn overflow_marks_the_connection_without_blocking() {
-        let (outbox, mut reader) = Outbox::new(2);
+        let (outbox, mut reader) = Outbox::new(2, CancellationToken::new());
         outbox.push(frame("a")).unwrap();
         outbox.push(frame("b")).unwrap();
         assert_eq!(outbox.push(frame("c")), Err(PushError::Overflow));
         assert!(outbox.has_overflowed());
-        outbox.overflowed().await;
+        assert!(outbox.has_overflowed());
         assert!(!reader.next_batch(&mut Vec::new()).await);
         assert_eq!(outbox.push(frame("d")), Err(PushError::Closed));
     }
 
     #[tokio::test]
     async fn close_drains_then_ends() {
-        let (outbox, mut reader) = Outbox::new(10);
+        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
         outbox.push(frame("last")).unwrap();
         outbox.close();
         let mut batch = Vec::new();
@@ -196,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn wakes_a_waiting_writer() {
-        let (outbox, mut reader) = Outbox::new(10);
+        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
         let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
             reader.next_batch(&mut batch).await;

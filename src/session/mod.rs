@@ -97,41 +97,42 @@ impl Session {
         crate::metrics::connection_opened();
         let limits = &app.config.limits;
         let (sink, mut stream) = ws.split();
-        let (outbox, reader) = Outbox::new(limits.outbox_frames);
+        // Cancelled by server shutdown, a full outbox (slow consumer) or a peer
+        // that stopped answering pings: in each case the socket is dropped at once.
+        let stop = app.shutdown.child_token();
+        let (outbox, reader) = Outbox::new(limits.outbox_frames, stop.clone());
         let alive = Arc::new(AtomicBool::new(true));
         let ping_interval = Duration::from_secs(limits.ping_interval_seconds);
-        let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval);
+        let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval, stop.clone());
         let mut session = Session {
             conn: app.broker.next_conn_id(),
             outbox,
             state: None,
             app: Arc::clone(&app),
         };
-        let handshake_deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds);
+
+        // The timers and the stop signal live across iterations, so reading a
+        // frame does not re-register them.
+        let stopped = stop.cancelled();
+        let handshake_deadline = sleep_until(Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds));
+        let expiry = sleep_until(Instant::now());
+        tokio::pin!(stopped, handshake_deadline, expiry);
+        let mut expiry_at: Option<u64> = None;
 
         let ending = loop {
-            let expiry = session.expiry_deadline();
             tokio::select! {
                 biased;
-                _ = session.outbox.overflowed() => {
-                    debug!("slow consumer: outbox full, dropping the connection");
-                    break Ending::Drop;
-                }
-                _ = writer.dead() => {
-                    debug!("peer stopped answering pings");
-                    break Ending::Drop;
-                }
-                _ = app.shutdown.cancelled() => break Ending::Drop,
-                _ = sleep_until(handshake_deadline), if session.state.is_none() => {
+                _ = &mut stopped => break Ending::Drop,
+                _ = &mut handshake_deadline, if session.state.is_none() => {
                     break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded");
                 }
-                _ = sleep_until(expiry.unwrap_or(handshake_deadline)), if expiry.is_some() => {
+                _ = &mut expiry, if expiry_at.is_some() => {
                     session.expire();
                 }
                 incoming = stream.next() => {
                     alive.store(true, Ordering::Relaxed);
                     let ending = match incoming {
-                        None | Some(Err(_)) if session.outbox.has_overflowed() => Some(Ending::Drop),
+                        None | Some(Err(_)) if stop.is_cancelled() => Some(Ending::Drop),
                         None => Some(Ending::Gone),
                         Some(Err(error)) => Some(session.on_socket_error(error)),
                         Some(Ok(message)) => session.on_message(message),
@@ -141,23 +142,33 @@ impl Session {
                     }
                 }
             }
+            // Re-arm the enforced-expiry timer only when the token changed.
+            let deadline = session.expiry_deadline();
+            if deadline != expiry_at {
+                expiry_at = deadline;
+                if let Some(at) = deadline {
+                    let wait = Duration::from_secs(at.saturating_sub(unix_now()));
+                    expiry.as_mut().reset(Instant::now() + wait);
+                }
+            }
         };
+        if stop.is_cancelled() {
+            debug!("connection dropped: shutdown, slow consumer or unresponsive peer");
+        }
         // Leave every room (presence events go out) before the socket closes.
         session.state = None;
         writer.finish(ending, &session.outbox).await;
         crate::metrics::connection_closed();
     }
 
-    /// When an enforced token expiry takes effect, if one is pending.
-    fn expiry_deadline(&self) -> Option<Instant> {
+    /// When an enforced token expiry takes effect (Unix seconds), if one is pending.
+    fn expiry_deadline(&self) -> Option<u64> {
         let state = self.state.as_ref()?;
         let auth = state.auth.as_ref()?;
         if state.channel.config.expiry != ExpiryMode::Enforce {
             return None;
         }
-        let at = auth.exp.saturating_add(state.channel.config.expiry_grace_seconds);
-        let wait = at.saturating_sub(unix_now());
-        Some(Instant::now() + Duration::from_secs(wait))
+        Some(auth.exp.saturating_add(state.channel.config.expiry_grace_seconds))
     }
 
     fn send(&self, frame: Frame) {

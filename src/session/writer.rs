@@ -23,21 +23,21 @@ const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
 /// Handle to a session's writer task.
 pub(super) struct Writer {
     task: JoinHandle<Option<Sink>>,
-    dead: CancellationToken,
 }
 
 impl Writer {
     /// Starts the writer. `alive` is set by the reader whenever the peer sends
-    /// anything; a whole ping interval without it marks the peer dead.
-    pub(super) fn spawn(sink: Sink, reader: OutboxReader, alive: Arc<AtomicBool>, ping_interval: Duration) -> Writer {
-        let dead = CancellationToken::new();
-        let task = tokio::spawn(write_loop(sink, reader, alive, ping_interval, dead.clone()));
-        Writer { task, dead }
-    }
-
-    /// Resolves when the peer stopped answering pings or the socket failed to write.
-    pub(super) fn dead(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.dead.cancelled()
+    /// anything; a whole ping interval without it marks the peer dead, which
+    /// (like a failed write) cancels `dead`.
+    pub(super) fn spawn(
+        sink: Sink,
+        reader: OutboxReader,
+        alive: Arc<AtomicBool>,
+        ping_interval: Duration,
+        dead: CancellationToken,
+    ) -> Writer {
+        let task = tokio::spawn(write_loop(sink, reader, alive, ping_interval, dead));
+        Writer { task }
     }
 
     /// Ends the connection as `ending` says.
