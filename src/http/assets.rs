@@ -27,8 +27,21 @@ pub async fn serve(root: &Path, path: &str, head_only: bool) -> Response<Body> {
     if head_only {
         headers.insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(length));
     }
+    // The chat page renders names and messages from strangers: forbid inline
+    // and foreign scripts as a second line of defence behind textContent. The
+    // examples are tutorial-style pages with inline scripts and are left alone.
+    if file.extension().is_some_and(|e| e == "html") && !path.starts_with("/examples/") {
+        headers.insert(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CHAT_PAGE_CSP),
+        );
+    }
     response
 }
+
+/// Same-origin scripts, styles, images and WebSocket only.
+const CHAT_PAGE_CSP: &str = "default-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self' data:; \
+     style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     let decoded = percent_encoding::percent_decode_str(path).decode_utf8().ok()?;
