@@ -69,6 +69,12 @@ impl ApiError {
                 hyper::header::HeaderValue::from_static("Basic realm=\"rookery\""),
             );
         }
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            // Only the publish endpoints answer 405.
+            response
+                .headers_mut()
+                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
+        }
         response
     }
 }
@@ -127,13 +133,14 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
             crate::metrics::published("rest");
             Ok(json_response(StatusCode::OK, &json!({ "id": published.id })))
         }
+        // Before the GET arm, so that `GET …/publish` says how to publish instead of "not found".
+        (_, ["publish", "rooms"] | [_, "publish"]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
         (&Method::GET, rest) => {
             if matches!(caller, Caller::Token(_)) {
                 return Err(ApiError::new(StatusCode::FORBIDDEN, "Bearer tokens may only publish"));
             }
             read_only(rest, channel, request.uri().query(), max_room)
         }
-        (_, ["publish", "rooms"] | [_, "publish"]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
         _ => Err(ApiError::not_found()),
     }
 }

@@ -62,11 +62,17 @@ fn websocket(mut request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) ->
     if !hyper_tungstenite::is_upgrade_request(&request) {
         return text_response(StatusCode::BAD_REQUEST, "Expected a WebSocket upgrade");
     }
-    if !app.config.allowed_origins.is_empty() {
-        let origin = request.headers().get(ORIGIN).and_then(|o| o.to_str().ok());
-        if !origin.is_some_and(|o| app.config.allowed_origins.iter().any(|allowed| allowed == o)) {
-            return text_response(StatusCode::FORBIDDEN, "Origin not allowed");
-        }
+    // The allow-list guards browsers, which always send `Origin`. Native clients
+    // may send none, and PROTOCOL.md §2 says not to require it.
+    if let Some(origin) = request.headers().get(ORIGIN)
+        && !app.config.allowed_origins.is_empty()
+        && !app
+            .config
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.as_bytes() == origin.as_bytes())
+    {
+        return text_response(StatusCode::FORBIDDEN, "Origin not allowed");
     }
     if app.shutdown.is_cancelled() {
         return text_response(StatusCode::SERVICE_UNAVAILABLE, "Shutting down");

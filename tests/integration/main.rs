@@ -3,3 +3,5 @@
 mod util;
 
 mod chat;
+mod ops;
+mod rest;
