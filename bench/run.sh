@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Rookery vs nats-server benchmark suite (loopback only, bounded in time).
+#
+# Installs nats-server if missing, builds release binaries, then for every scenario starts a
+# fresh server (Rookery, then NATS), runs the load generator against it, stops it, and finally
+# prints Rookery/NATS tables from the same run. Results: $OUT/run-N/results.jsonl, logs beside them, report: $OUT/report.md.
+#
+# The server is pinned to CPU $SERVER_CPU and the load generator to CPU $GEN_CPU (on a machine
+# with at least two CPUs), so each side gets one core and neither steals the other's.
+#
+# Environment knobs:
+#   QUICK=1             small, short runs (a smoke test of the whole pipeline, ~1 minute)
+#   ONLY="fanout conns" run only these scenario groups (floor latency fanout fanout-hot fanout-multi rooms conns auth)
+#   ROOKERY_BIN=path    use this rookery binary instead of building one (must be a release build
+#                       for meaningful figures)
+#   CARGO_TARGET_DIR    where to build (default: target)
+#   OUT=dir             where to write results (default: target/bench-results/<timestamp>)
+#   SERVER_CPU / GEN_CPU  CPU numbers for pinning (default 0 and 1)
+#   DURATION=secs       publishing time of each message scenario (default 10)
+#   TARGETS="nats"      servers to run against (default "rookery nats")
+#   RUNS=3              repeat the whole suite; the report shows medians and ranges (default 1)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+QUICK=${QUICK:-0}
+ONLY=${ONLY:-"floor latency fanout fanout-hot fanout-multi rooms conns auth"}
+OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SERVER_CPU=${SERVER_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+DURATION=${DURATION:-10}
+TARGETS=${TARGETS:-"rookery nats"}
+RUNS=${RUNS:-1}
+ROOKERY_PORT=18080
+NATS_WS_PORT=18081
+mkdir -p "$OUT"
+
+if [[ $QUICK == 1 ]]; then
+  DURATION=2
+  FANOUT_SUBS=200 FANOUT_RATE=50 HOT_RATE=200 MULTI_SUBS=50 MULTI_PUBS=5 MULTI_RATE=100
+  ROOMS=200 ROOMS_RATE=2 CONNS=1000 AUTH_SECS=2
+else
+  FANOUT_SUBS=1000 FANOUT_RATE=50 HOT_RATE=200 MULTI_SUBS=100 MULTI_PUBS=10 MULTI_RATE=100
+  ROOMS=2000 ROOMS_RATE=2 CONNS=15000 AUTH_SECS=5
+fi
+
+log() { printf '\n### %s\n' "$*" >&2; }
+
+# --- prerequisites ----------------------------------------------------------------------------
+if ! command -v nats-server >/dev/null; then
+  log "installing nats-server"
+  apt-get install -y nats-server >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nats-server >/dev/null; }
+fi
+command -v taskset >/dev/null || SERVER_CPU="" # util-linux missing: no pinning
+if [[ $(nproc) -lt 2 ]]; then SERVER_CPU=""; fi
+# Command prefixes that pin a process (taskset execs the command, so $! is the server's pid).
+PIN_SERVER=() PIN_GEN=()
+if [[ -n $SERVER_CPU ]]; then PIN_SERVER=(taskset -c "$SERVER_CPU") PIN_GEN=(taskset -c "$GEN_CPU"); fi
+
+log "building release binaries"
+if [[ -n ${ROOKERY_BIN:-} || " $TARGETS " != *" rookery "* ]]; then
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p rookery-bench
+else
+  CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p rookery -p rookery-bench
+  ROOKERY_BIN=$TARGET_DIR/release/rookery
+fi
+BENCH=$TARGET_DIR/release/rookery-bench
+
+# Raise the descriptor limit as far as allowed (this sandbox caps it at 20,000 per process).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# --- server lifecycle -------------------------------------------------------------------------
+SERVER_PID=""
+stop_server() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+trap stop_server EXIT
+
+wait_for_log() { # file pattern
+  for _ in $(seq 100); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$1" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "server did not become ready; log:" >&2; cat "$1" >&2; return 1
+}
+
+start_server() { # rookery|nats tag
+  local logf=$RUN_DIR/$1-$2.log
+  rm -rf "$ROOT/target/bench-data"
+  case $1 in
+    rookery)
+      RUST_LOG=${RUST_LOG:-warn} "${PIN_SERVER[@]}" "$ROOKERY_BIN" serve --config bench/rookery-bench.toml >"$logf" 2>&1 &
+      SERVER_PID=$!
+      wait_for_log "$logf" "rookery listening on"
+      ADDR=127.0.0.1:$ROOKERY_PORT ;;
+    nats)
+      "${PIN_SERVER[@]}" nats-server -c bench/nats-bench.conf >"$logf" 2>&1 &
+      SERVER_PID=$!
+      wait_for_log "$logf" "Server is ready"
+      ADDR=127.0.0.1:$NATS_WS_PORT ;;
+  esac
+}
+
+run_case() { # label scenario args...   (against both servers, fresh server each)
+  local label=$1 scenario=$2; shift 2
+  local target
+  for target in $TARGETS; do
+    [[ $scenario == auth && $target != rookery ]] && continue
+    log "$label against $target"
+    start_server "$target" "$label"
+    "${PIN_GEN[@]}" "$BENCH" "$scenario" --target "$target" --addr "$ADDR" --server-pid "$SERVER_PID" \
+      --label "$label" "$@" | tee "$RUN_DIR/$label-$target.out" | grep -v '^{' >&2 || true
+    grep '^{' "$RUN_DIR/$label-$target.out" >>"$RESULTS" || echo "($label against $target produced no result)" >&2
+    stop_server
+  done
+}
+
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+
+# --- scenarios --------------------------------------------------------------------------------
+ALL_RESULTS=()
+for run in $(seq "$RUNS"); do
+  RUN_DIR=$OUT/run-$run
+  mkdir -p "$RUN_DIR"
+  RESULTS=$RUN_DIR/results.jsonl
+  : >"$RESULTS"
+  ALL_RESULTS+=("$RESULTS")
+  log "suite run $run of $RUNS"
+  if wants floor; then
+    log "floor: one ${FLOOR_SIZE:-110}-byte loopback send"
+    "$BENCH" floor --size 110 | tee "$RUN_DIR/floor.out" | grep -v '^{' >&2
+    grep '^{' "$RUN_DIR/floor.out" >>"$RESULTS"
+  fi
+  if wants latency; then run_case latency fanout --subscribers 10 --publishers 1 --rate 100 --duration "$DURATION"; fi
+  if wants fanout; then run_case fanout fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$FANOUT_RATE" --duration "$DURATION"; fi
+  if wants fanout-hot; then run_case fanout-hot fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$HOT_RATE" --duration "$DURATION"; fi
+  if wants fanout-multi; then run_case fanout-multi fanout --subscribers "$MULTI_SUBS" --publishers "$MULTI_PUBS" --rate "$MULTI_RATE" --duration "$DURATION"; fi
+  if wants rooms; then run_case rooms rooms --rooms "$ROOMS" --rate "$ROOMS_RATE" --duration "$DURATION"; fi
+  if wants conns; then run_case conns conns --conns "$CONNS" --connect-concurrency 64; fi
+  if wants auth; then run_case auth auth --concurrency 16 --duration "$AUTH_SECS"; fi
+done
+
+# --- report -----------------------------------------------------------------------------------
+{
+  echo "## Results $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($(nproc) CPUs available)"
+  echo "- memory: $(free -g | awk '/Mem:/{print $2}') GiB; kernel $(uname -r)"
+  echo "- rookery: ${ROOKERY_BIN:-not run} (source $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ', with uncommitted changes')); $(nats-server --version)"
+  if [[ -n $SERVER_CPU ]]; then
+    echo "- server pinned to CPU $SERVER_CPU, load generator to CPU $GEN_CPU"
+  else
+    echo "- no CPU pinning"
+  fi
+  "$BENCH" compare "${ALL_RESULTS[@]}"
+} | tee "$OUT/report.md"
+echo >&2
+echo "results: ${ALL_RESULTS[*]}; report: $OUT/report.md" >&2
