@@ -1,35 +1,46 @@
 //! The bounded queue of frames waiting to be written to one connection.
 //!
 //! Publishers push with [`Outbox::push`], which never waits: when the queue is
-//! full the connection is a slow consumer, the outbox is marked overflowed and
-//! the session is told to drop the socket at once. The writer side takes
-//! everything queued in one go ([`OutboxReader::next_batch`]) so that it can
-//! write a whole batch and flush once. The queue allocates nothing until used,
-//! which keeps idle connections small.
+//! full the connection is a slow consumer, the outbox is *stopped* and the
+//! session is woken to drop the socket at once. The writer side takes
+//! everything queued in one go ([`OutboxReader::take`]) so that it can write a
+//! whole batch and flush once. Every push checks plain atomics (no token, no
+//! second lock), and the queue allocates nothing until used, which keeps idle
+//! connections small.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Frame;
 
 struct Shared {
     queue: Mutex<VecDeque<Frame>>,
     capacity: usize,
+    /// Wakes the writer: frames arrived, or the outbox closed or stopped.
     ready: Notify,
     /// No more frames will be pushed; the writer finishes what is queued.
     closed: AtomicBool,
-    /// Cancelled when the connection must end now (slow consumer, or the session's own stop signal).
-    overflow: CancellationToken,
+    /// The connection must end now (slow consumer, dead peer): nothing more is written.
+    stopped: AtomicBool,
+    /// Wakes the session when `stopped` is set.
+    stop: Notify,
 }
 
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, VecDeque<Frame>> {
         // A panic while holding this lock cannot leave the queue inconsistent.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            // Permits are stored, so neither side can miss the wake-up.
+            self.stop.notify_one();
+            self.ready.notify_one();
+        }
     }
 }
 
@@ -42,23 +53,22 @@ pub struct Outbox {
 /// Why a push did not queue the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue was full: the connection has been marked as a slow consumer.
+    /// The queue was full: the connection has been stopped as a slow consumer.
     Overflow,
-    /// The connection is closing.
+    /// The connection is closing or stopped.
     Closed,
 }
 
 impl Outbox {
     /// A new outbox holding at most `capacity` frames, and its reader.
-    /// `overflow` is cancelled when the queue overflows; once it is cancelled
-    /// (for any reason) the outbox accepts nothing more.
-    pub fn new(capacity: usize, overflow: CancellationToken) -> (Outbox, OutboxReader) {
+    pub fn new(capacity: usize) -> (Outbox, OutboxReader) {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             capacity,
             ready: Notify::new(),
             closed: AtomicBool::new(false),
-            overflow,
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
         });
         (
             Outbox {
@@ -71,16 +81,16 @@ impl Outbox {
     /// Queues `frame` without waiting.
     pub fn push(&self, frame: Frame) -> Result<(), PushError> {
         let shared = &*self.shared;
-        if shared.closed.load(Ordering::Relaxed) || shared.overflow.is_cancelled() {
+        if shared.closed.load(Ordering::Relaxed) || shared.stopped.load(Ordering::Relaxed) {
             return Err(PushError::Closed);
         }
         let mut queue = shared.queue();
         if queue.len() >= shared.capacity {
             drop(queue);
-            if !shared.overflow.is_cancelled() {
-                shared.overflow.cancel();
+            if !shared.stopped.load(Ordering::Relaxed) {
                 crate::metrics::slow_consumer_disconnect();
             }
+            shared.stop();
             return Err(PushError::Overflow);
         }
         let was_empty = queue.is_empty();
@@ -93,14 +103,26 @@ impl Outbox {
         Ok(())
     }
 
-    /// Stops accepting frames; the writer flushes what is queued and ends.
+    /// Stops accepting frames; the writer writes what is queued and ends.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Relaxed);
+        self.shared.closed.store(true, Ordering::Release);
         self.shared.ready.notify_one();
     }
 
-    pub fn has_overflowed(&self) -> bool {
-        self.shared.overflow.is_cancelled()
+    /// Ends the connection now: nothing more is queued or written.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the outbox is stopped.
+    pub async fn stopped(&self) {
+        while !self.is_stopped() {
+            self.shared.stop.notified().await;
+        }
     }
 
     /// Frames currently queued.
@@ -119,34 +141,37 @@ pub struct OutboxReader {
 }
 
 impl OutboxReader {
-    /// Moves every queued frame into `batch` without waiting (benchmarks and tests).
-    pub fn drain_now(&mut self, batch: &mut Vec<Frame>) {
-        batch.extend(self.shared.queue().drain(..));
+    /// Moves every queued frame into `batch` without waiting; returns whether there were any.
+    pub fn take(&mut self, batch: &mut Vec<Frame>) -> bool {
+        let mut queue = self.shared.queue();
+        if queue.is_empty() {
+            return false;
+        }
+        batch.extend(queue.drain(..));
+        // Give memory back after a burst so idle connections stay small.
+        if queue.capacity() > 64 {
+            queue.shrink_to(16);
+        }
+        true
     }
 
-    /// Waits for frames and moves all queued ones into `batch` (which must be
-    /// empty). Returns `false` when the outbox is closed and drained, or overflowed.
-    pub async fn next_batch(&mut self, batch: &mut Vec<Frame>) -> bool {
-        loop {
-            if self.shared.overflow.is_cancelled() {
-                return false;
-            }
-            {
-                let mut queue = self.shared.queue();
-                if !queue.is_empty() {
-                    batch.extend(queue.drain(..));
-                    // Give memory back after a burst so idle connections stay small.
-                    if queue.capacity() > 64 {
-                        queue.shrink_to(16);
-                    }
-                    return true;
-                }
-            }
-            if self.shared.closed.load(Ordering::Relaxed) {
-                return false;
-            }
-            self.shared.ready.notified().await;
-        }
+    /// Resolves when something may have changed: frames arrived, or the outbox closed or stopped.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.ready.notified()
+    }
+
+    /// Closed by the session (and so, once drained, finished).
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+
+    /// Ends the connection now (the peer is dead or the socket failed).
+    pub fn stop(&self) {
+        self.shared.stop();
     }
 }
 
@@ -158,49 +183,63 @@ mod tests {
         Frame::from(text.to_owned())
     }
 
-    #[tokio::test]
-    async fn delivers_batches_in_order() {
-        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
+    #[test]
+    fn delivers_batches_in_order() {
+        let (outbox, mut reader) = Outbox::new(10);
         outbox.push(frame("a")).unwrap();
         outbox.push(frame("b")).unwrap();
         let mut batch = Vec::new();
-        assert!(reader.next_batch(&mut batch).await);
+        assert!(reader.take(&mut batch));
         assert_eq!(batch.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        batch.clear();
+        assert!(!reader.take(&mut batch));
     }
 
     #[tokio::test]
-    async fn overflow_marks_the_connection_without_blocking() {
-        let (outbox, mut reader) = Outbox::new(2, CancellationToken::new());
+    async fn overflow_stops_the_connection_without_blocking() {
+        let (outbox, reader) = Outbox::new(2);
         outbox.push(frame("a")).unwrap();
         outbox.push(frame("b")).unwrap();
         assert_eq!(outbox.push(frame("c")), Err(PushError::Overflow));
-        assert!(outbox.has_overflowed());
-        assert!(outbox.has_overflowed());
-        assert!(!reader.next_batch(&mut Vec::new()).await);
+        assert!(outbox.is_stopped() && reader.is_stopped());
+        outbox.stopped().await;
         assert_eq!(outbox.push(frame("d")), Err(PushError::Closed));
     }
 
-    #[tokio::test]
-    async fn close_drains_then_ends() {
-        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
+    #[test]
+    fn close_refuses_new_frames_but_keeps_queued_ones() {
+        let (outbox, mut reader) = Outbox::new(10);
         outbox.push(frame("last")).unwrap();
         outbox.close();
+        assert_eq!(outbox.push(frame("late")), Err(PushError::Closed));
+        assert!(reader.is_closed());
         let mut batch = Vec::new();
-        assert!(reader.next_batch(&mut batch).await);
-        batch.clear();
-        assert!(!reader.next_batch(&mut batch).await);
+        assert!(reader.take(&mut batch));
+        assert_eq!(batch.len(), 1);
     }
 
     #[tokio::test]
-    async fn wakes_a_waiting_writer() {
-        let (outbox, mut reader) = Outbox::new(10, CancellationToken::new());
+    async fn a_push_wakes_a_waiting_writer() {
+        let (outbox, mut reader) = Outbox::new(10);
         let writer = tokio::spawn(async move {
             let mut batch = Vec::new();
-            reader.next_batch(&mut batch).await;
+            while !reader.take(&mut batch) {
+                reader.changed().await;
+            }
             batch.len()
         });
         tokio::task::yield_now().await;
         outbox.push(frame("x")).unwrap();
         assert_eq!(writer.await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn stop_wakes_the_session() {
+        let (outbox, reader) = Outbox::new(10);
+        let watcher = outbox.clone();
+        let session = tokio::spawn(async move { watcher.stopped().await });
+        tokio::task::yield_now().await;
+        reader.stop();
+        session.await.unwrap();
     }
 }

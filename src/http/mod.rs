@@ -86,7 +86,7 @@ fn websocket(mut request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) ->
     // the frame, so the connection is closed.
     let hard_cap = (limits.max_message_bytes * 4).max(1 << 20);
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(hard_cap))
         .max_frame_size(Some(hard_cap));

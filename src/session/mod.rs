@@ -97,32 +97,32 @@ impl Session {
         crate::metrics::connection_opened();
         let limits = &app.config.limits;
         let (sink, mut stream) = ws.split();
-        // Cancelled by server shutdown, a full outbox (slow consumer) or a peer
-        // that stopped answering pings: in each case the socket is dropped at once.
-        let stop = app.shutdown.child_token();
-        let (outbox, reader) = Outbox::new(limits.outbox_frames, stop.clone());
+        let (outbox, reader) = Outbox::new(limits.outbox_frames);
         let alive = Arc::new(AtomicBool::new(true));
         let ping_interval = Duration::from_secs(limits.ping_interval_seconds);
-        let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval, stop.clone());
+        let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval);
         let mut session = Session {
             conn: app.broker.next_conn_id(),
-            outbox,
+            outbox: outbox.clone(),
             state: None,
             app: Arc::clone(&app),
         };
 
-        // The timers and the stop signal live across iterations, so reading a
-        // frame does not re-register them.
-        let stopped = stop.cancelled();
+        // The stop signals and timers live across iterations, so reading a
+        // frame does not re-register them. The outbox is stopped by a slow
+        // consumer or a peer that stopped answering pings.
+        let stopped = outbox.stopped();
+        let shutdown = app.shutdown.cancelled();
         let handshake_deadline = sleep_until(Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds));
         let expiry = sleep_until(Instant::now());
-        tokio::pin!(stopped, handshake_deadline, expiry);
+        tokio::pin!(stopped, shutdown, handshake_deadline, expiry);
         let mut expiry_at: Option<u64> = None;
 
         let ending = loop {
             tokio::select! {
                 biased;
                 _ = &mut stopped => break Ending::Drop,
+                _ = &mut shutdown => break Ending::Drop,
                 _ = &mut handshake_deadline, if session.state.is_none() => {
                     break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded");
                 }
@@ -132,7 +132,7 @@ impl Session {
                 incoming = stream.next() => {
                     alive.store(true, Ordering::Relaxed);
                     let ending = match incoming {
-                        None | Some(Err(_)) if stop.is_cancelled() => Some(Ending::Drop),
+                        None | Some(Err(_)) if session.outbox.is_stopped() => Some(Ending::Drop),
                         None => Some(Ending::Gone),
                         Some(Err(error)) => Some(session.on_socket_error(error)),
                         Some(Ok(message)) => session.on_message(message),
@@ -152,8 +152,8 @@ impl Session {
                 }
             }
         };
-        if stop.is_cancelled() {
-            debug!("connection dropped: shutdown, slow consumer or unresponsive peer");
+        if outbox.is_stopped() {
+            debug!("connection dropped: slow consumer or unresponsive peer");
         }
         // Leave every room (presence events go out) before the socket closes.
         session.state = None;

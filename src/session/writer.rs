@@ -10,7 +10,7 @@ use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, sleep_until};
 
 use super::Ending;
 use crate::broker::{Outbox, OutboxReader};
@@ -28,29 +28,17 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer. `alive` is set by the reader whenever the peer sends
     /// anything; a whole ping interval without it marks the peer dead, which
-    /// (like a failed write) cancels `dead`.
-    pub(super) fn spawn(
-        sink: Sink,
-        reader: OutboxReader,
-        alive: Arc<AtomicBool>,
-        ping_interval: Duration,
-        dead: CancellationToken,
-    ) -> Writer {
-        let task = tokio::spawn(write_loop(sink, reader, alive, ping_interval, dead));
+    /// (like a failed write) stops the outbox.
+    pub(super) fn spawn(sink: Sink, reader: OutboxReader, alive: Arc<AtomicBool>, ping_interval: Duration) -> Writer {
+        let task = tokio::spawn(write_loop(sink, reader, alive, ping_interval));
         Writer { task }
     }
 
     /// Ends the connection as `ending` says.
     pub(super) async fn finish(self, ending: Ending, outbox: &Outbox) {
         match ending {
-            Ending::Drop => {
-                // Never wait on a slow or dead peer: dropping the task drops the socket.
-                self.task.abort();
-            }
-            Ending::Gone => {
-                outbox.close();
-                self.task.abort();
-            }
+            // Never wait on a slow or dead peer: dropping the task drops the socket.
+            Ending::Drop | Ending::Gone => self.task.abort(),
             Ending::ClosedByPeer => {
                 // tungstenite queued the answering close frame when it read the
                 // client's; closing the sink flushes it after the queued frames.
@@ -69,9 +57,7 @@ impl Writer {
             }
         }
     }
-}
 
-impl Writer {
     /// Lets the writer write what is queued, then takes the sink back (or gives up after a while).
     async fn drain(self, outbox: &Outbox) -> Option<Sink> {
         outbox.close();
@@ -87,43 +73,46 @@ impl Writer {
 }
 
 /// Writes batches until the outbox closes (returning the sink for a close
-/// frame) or the connection fails (returning `None`).
+/// frame) or the connection is stopped or fails (returning `None`).
 async fn write_loop(
     mut sink: Sink,
     mut reader: OutboxReader,
     alive: Arc<AtomicBool>,
     ping_interval: Duration,
-    dead: CancellationToken,
 ) -> Option<Sink> {
-    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping = sleep_until(Instant::now() + ping_interval);
+    tokio::pin!(ping);
     let mut batch = Vec::new();
     loop {
-        tokio::select! {
-            more = reader.next_batch(&mut batch) => {
-                if !more {
-                    return Some(sink);
-                }
-                for frame in batch.drain(..) {
-                    if sink.feed(Message::Text(frame)).await.is_err() {
-                        dead.cancel();
-                        return None;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    dead.cancel();
+        if reader.is_stopped() {
+            return None;
+        }
+        // While frames keep coming, write them without touching the timer.
+        if reader.take(&mut batch) {
+            for frame in batch.drain(..) {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    reader.stop();
                     return None;
                 }
             }
-            _ = pings.tick() => {
-                if !alive.swap(false, Ordering::Relaxed) {
-                    dead.cancel();
+            if sink.flush().await.is_err() {
+                reader.stop();
+                return None;
+            }
+            continue;
+        }
+        if reader.is_closed() {
+            return Some(sink);
+        }
+        tokio::select! {
+            biased;
+            _ = reader.changed() => {}
+            _ = &mut ping => {
+                if !alive.swap(false, Ordering::Relaxed) || sink.send(Message::Ping(Default::default())).await.is_err() {
+                    reader.stop();
                     return None;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    dead.cancel();
-                    return None;
-                }
+                ping.as_mut().reset(Instant::now() + ping_interval);
             }
         }
     }
