@@ -10,7 +10,8 @@
 #
 # Environment knobs:
 #   QUICK=1             small, short runs (a smoke test of the whole pipeline, ~1 minute)
-#   ONLY="fanout conns" run only these scenario groups (floor latency fanout fanout-hot fanout-multi rooms conns auth)
+#   ONLY="fanout conns" run only these scenario groups
+#                       (floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth)
 #   ROOKERY_BIN=path    use this rookery binary instead of building one (must be a release build
 #                       for meaningful figures)
 #   CARGO_TARGET_DIR    where to build (default: target)
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ONLY=${ONLY:-"floor latency fanout fanout-hot fanout-multi rooms conns auth"}
+ONLY=${ONLY:-"floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth"}
 OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -38,10 +39,10 @@ mkdir -p "$OUT"
 
 if [[ $QUICK == 1 ]]; then
   DURATION=2
-  FANOUT_SUBS=200 FANOUT_RATE=50 HOT_RATE=200 MULTI_SUBS=50 MULTI_PUBS=5 MULTI_RATE=100
+  FANOUT_SUBS=200 LIGHT_RATE=20 FANOUT_RATE=50 HOT_RATE=200 SAT_RATE=1000 MULTI_SUBS=50 MULTI_PUBS=5 MULTI_RATE=100
   ROOMS=200 ROOMS_RATE=2 CONNS=1000 AUTH_SECS=2
 else
-  FANOUT_SUBS=1000 FANOUT_RATE=50 HOT_RATE=200 MULTI_SUBS=100 MULTI_PUBS=10 MULTI_RATE=100
+  FANOUT_SUBS=1000 LIGHT_RATE=20 FANOUT_RATE=50 HOT_RATE=200 SAT_RATE=1000 MULTI_SUBS=100 MULTI_PUBS=10 MULTI_RATE=100
   ROOMS=2000 ROOMS_RATE=2 CONNS=15000 AUTH_SECS=5
 fi
 
@@ -140,11 +141,13 @@ for run in $(seq "$RUNS"); do
     grep '^{' "$RUN_DIR/floor.out" >>"$RESULTS"
   fi
   if wants latency; then run_case latency fanout --subscribers 10 --publishers 1 --rate 100 --duration "$DURATION"; fi
+  if wants fanout-light; then run_case fanout-light fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$LIGHT_RATE" --duration "$DURATION"; fi
   if wants fanout; then run_case fanout fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$FANOUT_RATE" --duration "$DURATION"; fi
   if wants fanout-hot; then run_case fanout-hot fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$HOT_RATE" --duration "$DURATION"; fi
+  if wants fanout-sat; then run_case fanout-sat fanout --subscribers "$FANOUT_SUBS" --publishers 1 --rate "$SAT_RATE" --duration "$DURATION"; fi
   if wants fanout-multi; then run_case fanout-multi fanout --subscribers "$MULTI_SUBS" --publishers "$MULTI_PUBS" --rate "$MULTI_RATE" --duration "$DURATION"; fi
   if wants rooms; then run_case rooms rooms --rooms "$ROOMS" --rate "$ROOMS_RATE" --duration "$DURATION"; fi
-  if wants conns; then run_case conns conns --conns "$CONNS" --connect-concurrency 64; fi
+  if wants conns; then run_case conns conns --conns "$CONNS" --connect-concurrency 256; fi
   if wants auth; then run_case auth auth --concurrency 16 --duration "$AUTH_SECS"; fi
 done
 

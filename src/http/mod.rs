@@ -95,13 +95,17 @@ fn websocket(mut request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) ->
         Err(error) => return text_response(StatusCode::BAD_REQUEST, &format!("Bad WebSocket upgrade: {error}")),
     };
     let sessions = app.sessions.clone();
-    sessions.spawn(async move {
-        // The socket is ready only after the 101 response has been sent.
+    sessions.clone().spawn(async move {
+        // The socket is ready only after the 101 response has been sent. The
+        // session then runs in a task of its own: this one's future also holds
+        // the upgrade machinery (several KB), which an idle connection should
+        // not keep for its whole life.
         match websocket.await {
-            Ok(ws) => crate::session::run(ws, app, peer).await,
+            Ok(ws) => {
+                sessions.spawn(crate::session::run(ws, app, peer, ip_slot));
+            }
             Err(error) => debug!(%error, "WebSocket upgrade failed"),
         }
-        drop(ip_slot);
     });
     response
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -48,10 +49,21 @@ mod texts {
     pub const JWT_EXPIRED: &str = "JWT expired";
 }
 
-/// Serves one upgraded WebSocket until it ends.
-pub async fn run(ws: HyperWebsocketStream, app: Arc<App>, peer: SocketAddr) {
+/// Serves one upgraded WebSocket until it ends; `guard` is dropped with the session.
+///
+/// A plain function, not an `async fn`: the arguments of an `async fn` stay in
+/// its future for the whole session, and a WebSocket stream is a few hundred
+/// bytes that every idle connection would carry twice. Splitting here moves it
+/// into the shared halves once.
+pub fn run(
+    ws: HyperWebsocketStream,
+    app: Arc<App>,
+    peer: SocketAddr,
+    guard: impl Send + 'static,
+) -> impl Future<Output = ()> + Send {
     let span = info_span!("session", %peer, client_id = tracing::field::Empty);
-    Session::serve(ws, app).instrument(span).await;
+    let (sink, stream) = ws.split();
+    Session::serve(sink, stream, app, guard).instrument(span)
 }
 
 /// How the read loop ended, which decides how the socket is closed.
@@ -65,6 +77,16 @@ enum Ending {
     /// Drop the TCP connection at once, without a close frame, so that
     /// official clients see 1006 and reconnect (slow consumer, shutdown, dead peer).
     Drop,
+}
+
+/// What the session's one timer waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The handshake must arrive in time.
+    Handshake,
+    /// An enforced token expiry takes effect at this Unix second.
+    Expiry(u64),
+    None,
 }
 
 /// What the session knows after a successful handshake.
@@ -93,10 +115,9 @@ struct Session {
 }
 
 impl Session {
-    async fn serve(ws: HyperWebsocketStream, app: Arc<App>) {
+    async fn serve(sink: writer::Sink, mut stream: SplitStream<HyperWebsocketStream>, app: Arc<App>, guard: impl Send) {
         crate::metrics::connection_opened();
         let limits = &app.config.limits;
-        let (sink, mut stream) = ws.split();
         let (outbox, reader) = Outbox::new(limits.outbox_frames);
         let alive = Arc::new(AtomicBool::new(true));
         let ping_interval = Duration::from_secs(limits.ping_interval_seconds);
@@ -113,22 +134,21 @@ impl Session {
         // consumer or a peer that stopped answering pings.
         let stopped = outbox.stopped();
         let shutdown = app.shutdown.cancelled();
-        let handshake_deadline = sleep_until(Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds));
-        let expiry = sleep_until(Instant::now());
-        tokio::pin!(stopped, shutdown, handshake_deadline, expiry);
-        let mut expiry_at: Option<u64> = None;
+        // One timer serves both deadlines a session can have: the handshake
+        // deadline before the handshake, an enforced token expiry after it.
+        let timer = sleep_until(Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds));
+        tokio::pin!(stopped, shutdown, timer);
+        let mut armed = Deadline::Handshake;
 
         let ending = loop {
             tokio::select! {
                 biased;
                 _ = &mut stopped => break Ending::Drop,
                 _ = &mut shutdown => break Ending::Drop,
-                _ = &mut handshake_deadline, if session.state.is_none() => {
-                    break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded");
-                }
-                _ = &mut expiry, if expiry_at.is_some() => {
-                    session.expire();
-                }
+                _ = &mut timer, if armed != Deadline::None => match armed {
+                    Deadline::Handshake => break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded"),
+                    Deadline::Expiry(_) | Deadline::None => session.expire(),
+                },
                 incoming = stream.next() => {
                     alive.store(true, Ordering::Relaxed);
                     let ending = match incoming {
@@ -142,14 +162,14 @@ impl Session {
                     }
                 }
             }
-            // Re-arm the enforced-expiry timer only when the token changed.
-            let deadline = session.expiry_deadline();
-            if deadline != expiry_at {
-                expiry_at = deadline;
-                if let Some(at) = deadline {
+            // Re-arm the timer only when what it waits for changed.
+            let wanted = session.deadline();
+            if wanted != armed {
+                if let Deadline::Expiry(at) = wanted {
                     let wait = Duration::from_secs(at.saturating_sub(unix_now()));
-                    expiry.as_mut().reset(Instant::now() + wait);
+                    timer.as_mut().reset(Instant::now() + wait);
                 }
+                armed = wanted;
             }
         };
         if outbox.is_stopped() {
@@ -158,17 +178,21 @@ impl Session {
         // Leave every room (presence events go out) before the socket closes.
         session.state = None;
         writer.finish(ending, &session.outbox).await;
+        drop(guard);
         crate::metrics::connection_closed();
     }
 
-    /// When an enforced token expiry takes effect (Unix seconds), if one is pending.
-    fn expiry_deadline(&self) -> Option<u64> {
-        let state = self.state.as_ref()?;
-        let auth = state.auth.as_ref()?;
-        if state.channel.config.expiry != ExpiryMode::Enforce {
-            return None;
+    /// What the session's timer should wait for now.
+    fn deadline(&self) -> Deadline {
+        let Some(state) = &self.state else {
+            return Deadline::Handshake;
+        };
+        match &state.auth {
+            Some(auth) if state.channel.config.expiry == ExpiryMode::Enforce => {
+                Deadline::Expiry(auth.exp.saturating_add(state.channel.config.expiry_grace_seconds))
+            }
+            _ => Deadline::None,
         }
-        Some(auth.exp.saturating_add(state.channel.config.expiry_grace_seconds))
     }
 
     fn send(&self, frame: Frame) {
@@ -345,7 +369,7 @@ impl Session {
         let rooms: Vec<RoomName> = state.subscriptions.rooms.keys().cloned().collect();
         let mut lost = Vec::new();
         for room in rooms {
-            if state.decide(&room).subscribe {
+            if state.decide_once(&room).subscribe {
                 if let Some(handle) = state.subscriptions.rooms.get(&room) {
                     handle.update_member(self.conn, Arc::clone(&state.member));
                 }
@@ -377,7 +401,7 @@ impl Session {
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };
         let Some(state) = self.state.as_mut() else { return };
-        let decision = state.decide(&room);
+        let decision = state.decide_once(&room);
         if !decision.subscribe {
             return self.answer(callback, Some(texts::UNAUTHORIZED));
         }
@@ -440,13 +464,25 @@ impl Session {
 }
 
 impl Handshaken {
-    /// The decision for `room`, computed once per (connection, room) and cached.
+    /// The decision for publishing to `room`, computed once per (connection, room) and cached.
     fn decide(&mut self, room: &RoomName) -> Decision {
         if !self.channel.config.require_auth {
             return Decision::OPEN;
         }
         match &self.auth {
             Some(auth) => self.decisions.decide(&auth.permissions, room.as_str()),
+            None => Decision::DENY,
+        }
+    }
+
+    /// The decision for a subscribe: not cached, because a subscribe happens once per
+    /// room, and an idle subscriber should not carry a cache it never reads.
+    fn decide_once(&self, room: &RoomName) -> Decision {
+        if !self.channel.config.require_auth {
+            return Decision::OPEN;
+        }
+        match &self.auth {
+            Some(auth) => auth.permissions.decide(room.as_str()),
             None => Decision::DENY,
         }
     }

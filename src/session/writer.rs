@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 use super::Ending;
 use crate::broker::{Outbox, OutboxReader};
 
-type Sink = SplitSink<HyperWebsocketStream, Message>;
+pub(super) type Sink = SplitSink<HyperWebsocketStream, Message>;
 
 /// How long a closing session waits for queued frames to be written.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(2);
