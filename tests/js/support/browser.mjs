@@ -1,0 +1,114 @@
+// Helpers for the browser tests: headless Debian Chromium driven by
+// playwright-core (its own browser download does not work here), users that
+// join the chat page, and screenshots under artifacts/screenshots/.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createHmac } from 'node:crypto';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** Default upper bound for every wait in the browser tests. */
+export const WAIT = 10_000;
+
+export const DESKTOP = { width: 1280, height: 800 };
+export const PHONE = { width: 390, height: 844 };
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    headless: true,
+    timeout: 30_000,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * A fresh browser context (its own cookies and storage, like another
+ * person's browser) with one page. Uncaught page errors are collected in
+ * `page.errors` so tests can assert none happened.
+ */
+export async function newPage(browser, { viewport = DESKTOP } = {}) {
+  const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err));
+  return { context, page };
+}
+
+/** Opens the chat page as a new user and waits until it is online. */
+export async function joinChat(browser, baseUrl, name, options) {
+  const { context, page } = await newPage(browser, options);
+  await page.goto(`${baseUrl}/`);
+  await page.getByLabel('Display name').fill(name);
+  await page.getByRole('button', { name: 'Join chat' }).click();
+  await waitOnline(page);
+  return { context, page, name };
+}
+
+export async function waitOnline(page) {
+  await page.locator('#status[data-state="online"]').waitFor({ timeout: WAIT });
+}
+
+/** The member list entry for a display name. */
+export function member(page, name) {
+  return page.locator('#members li').filter({ has: page.locator('.name', { hasText: exactly(name) }) });
+}
+
+/** A rendered chat message whose text is exactly `text`. */
+export function message(page, text) {
+  return page.locator('#messages li.msg .text', { hasText: exactly(text) });
+}
+
+/** The whole row (author, time, text) of the message whose text is exactly `text`. */
+export function messageRow(page, text) {
+  return page.locator('#messages li.msg').filter({ has: page.locator('.text', { hasText: exactly(text) }) });
+}
+
+/** Entry in the conversations list for a display name ('public' for the room). */
+export function conversationButton(page, label) {
+  return page.locator('#conversations .conv-button').filter({ has: page.locator('.label', { hasText: exactly(label) }) });
+}
+
+export function exactly(text) {
+  return new RegExp(`^${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`);
+}
+
+/** Types a message in the composer and sends it with Enter. */
+export async function send(page, text) {
+  const input = page.getByLabel('Message', { exact: true });
+  await input.fill(text);
+  await input.press('Enter');
+}
+
+export async function screenshot(page, name) {
+  const dir = join(repoRoot, 'artifacts', 'screenshots');
+  mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: join(dir, `${name}.png`) });
+}
+
+/** A TCP port nothing listens on (for a WebSocket that must fail to connect). */
+export async function unusedPort() {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Signs an HS256 JWT the way an application's auth server would. */
+export function signJwt(claims, secret) {
+  const enc = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${enc({ alg: 'HS256', typ: 'JWT' })}.${enc(claims)}`;
+  const sig = createHmac('sha256', Buffer.from(secret, 'utf8')).update(body).digest('base64url');
+  return `${body}.${sig}`;
+}
