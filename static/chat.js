@@ -388,39 +388,34 @@ function pushEntry(conv, entry) {
   updateTitle();
 }
 
+/** The conversation entry for a delivered or historical message. */
+function messageEntry(msg, who, own) {
+  return {
+    kind: 'msg',
+    id: msg.id,
+    from: msg.clientId,
+    name: who.name,
+    color: who.color,
+    text: textOf(msg.data),
+    ts: msg.timestamp || nowSeconds(),
+    own,
+    history: msg.index !== undefined,
+  };
+}
+
 function addPublicMessage(msg) {
   const conv = ensurePublicConversation();
   const payload = msg.data && typeof msg.data === 'object' ? msg.data : null;
   const member = msg.member ? toMember(msg.member) : null;
   const who = member || identity(msg.clientId, payload);
   if (msg.clientId && !state.names.has(msg.clientId)) state.names.set(msg.clientId, who);
-  pushEntry(conv, {
-    kind: 'msg',
-    id: msg.id,
-    from: msg.clientId,
-    name: who.name,
-    color: who.color,
-    text: textOf(msg.data),
-    ts: msg.timestamp || nowSeconds(),
-    own: state.myIds.has(msg.clientId),
-    history: msg.index !== undefined,
-  });
+  pushEntry(conv, messageEntry(msg, who, state.myIds.has(msg.clientId)));
 }
 
 function addPrivateMessage(msg) {
   const payload = msg.data && typeof msg.data === 'object' ? msg.data : null;
   const conv = conversationWith(msg.clientId, payload);
-  const who = identity(msg.clientId, payload);
-  pushEntry(conv, {
-    kind: 'msg',
-    id: msg.id,
-    from: msg.clientId,
-    name: who.name,
-    color: who.color,
-    text: textOf(msg.data),
-    ts: msg.timestamp || nowSeconds(),
-    own: false,
-  });
+  pushEntry(conv, messageEntry(msg, identity(msg.clientId, payload), false));
 }
 
 function systemLine(key, text, tone) {
