@@ -42,7 +42,7 @@ pub async fn handle(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr)
     let method = request.method().clone();
     let response = match (&method, path.as_str()) {
         (&Method::GET, WEBSOCKET_PATH) => websocket(request, app, peer),
-        (_, "/auth") if method == Method::POST => auth::mint(request, &app).await,
+        (&Method::POST, "/auth") => auth::mint(request, &app).await,
         (_, "/auth") => text_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST /auth"),
         (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(request, &app).await,
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok"),
