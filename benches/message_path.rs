@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use rookery::broker::{Channel, Outbox, SubscribeRequest, Subscriber};
-use rookery::config::{ChannelConfig, ExpiryMode, Secret};
+use rookery::broker::{Broker, FanOut, Outbox, SubscribeRequest, Subscriber};
+use rookery::engine::{Ack, ChannelLimits, Draft, Engine, MessageId, StoreOptions};
 use rookery::ids::{ClientId, RoomName};
 use rookery::permissions::{DecisionCache, Permissions};
 use rookery::policy::Policy;
@@ -53,7 +53,11 @@ fn encode(c: &mut Criterion) {
         room: RoomName::parse("observable-room", 256).unwrap(),
         message: RawValue::from_string(r#"{"text":"Hello, how is everyone doing today?","n":42}"#.into()).unwrap(),
         client_id: Some(ClientId::generate("r3k")),
-        id: "AbCdEfGh-00000000000000000042".into(),
+        user: None,
+        id: MessageId {
+            epoch: "AbCdEfGh".into(),
+            offset: 42,
+        },
         timestamp: 1_763_772_000,
     };
     c.bench_function("encode delivery frame", |b| {
@@ -63,18 +67,25 @@ fn encode(c: &mut Criterion) {
 
 fn fanout(c: &mut Criterion) {
     const SUBSCRIBERS: usize = 1000;
-    let channel = Channel::new(ChannelConfig {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    // The in-memory store: the same engine and writer thread as on disk, without fsync.
+    let fanout = FanOut::new(["bench".to_owned()]);
+    let limits = ChannelLimits {
         id: "bench".into(),
-        secret: Secret::new("secret"),
-        require_auth: false,
-        policy: tutorial_policy(),
-        token_ttl_seconds: 60,
         history_size: 100,
         history_max_age_seconds: 3600,
-        expiry: ExpiryMode::OnAuthenticate,
-        expiry_grace_seconds: 0,
-        jwt_leeway_seconds: 0,
-    });
+        history_max_bytes: 64 << 20,
+    };
+    let options = StoreOptions {
+        path: None,
+        commit_wait: Duration::from_millis(2),
+        commit_max_messages: 1024,
+        fsync: false,
+        sweep_interval: Duration::from_secs(60),
+    };
+    let engine = Engine::local(vec![limits], options, fanout.clone()).unwrap();
+    let broker = Broker::new(fanout, engine);
+    let channel = Arc::clone(broker.channel("bench").unwrap());
     let room = RoomName::parse("bench-room", 256).unwrap();
     let mut readers = Vec::with_capacity(SUBSCRIBERS);
     for conn in 0..SUBSCRIBERS as u64 {
@@ -91,7 +102,9 @@ fn fanout(c: &mut Criterion) {
             history_since: None,
             allowance: 0,
         };
-        channel.subscribe(&room, Subscriber { outbox, member }, request);
+        runtime
+            .block_on(broker.subscribe(&channel, &room, Subscriber { outbox, member }, request))
+            .unwrap();
         readers.push(reader);
     }
     let body = RawValue::from_string(r#"{"text":"Hello, how is everyone doing today?","n":42}"#.into()).unwrap();
@@ -104,10 +117,17 @@ fn fanout(c: &mut Criterion) {
                 // Stay below the outbox capacity, draining outside the timed part.
                 let chunk = left.min(1000);
                 let start = Instant::now();
-                for _ in 0..chunk {
-                    let published = channel.publish(&room, body.clone(), None);
-                    debug_assert_eq!(published.delivered, SUBSCRIBERS);
-                }
+                runtime.block_on(async {
+                    for _ in 0..chunk {
+                        let draft = Draft {
+                            message: body.clone(),
+                            client_id: None,
+                            user: None,
+                        };
+                        let published = broker.publish(&channel, &room, draft, Ack::Delivered).await.unwrap();
+                        debug_assert_eq!(published.delivered, SUBSCRIBERS);
+                    }
+                });
                 timed += start.elapsed();
                 for reader in &mut readers {
                     reader.take(&mut drained);

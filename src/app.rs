@@ -1,17 +1,22 @@
 //! The state shared by every connection and request of one running server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Broker;
-use crate::config::Config;
+use crate::auth::Credentials;
+use crate::broker::{Broker, FanOut};
+use crate::config::{Config, HistoryStore};
+use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
 use crate::server::IpLimiter;
 
-/// One running server: configuration, broker and lifecycle handles.
+/// One running server: configuration, credentials, broker and lifecycle handles.
 pub struct App {
     pub config: Config,
+    /// Each channel's settings, token verifier and issuer.
+    pub credentials: Credentials,
     pub broker: Broker,
     /// Cancelled when the server shuts down; sessions end when they see it.
     pub shutdown: CancellationToken,
@@ -21,14 +26,42 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, shutdown: CancellationToken) -> Arc<App> {
+    /// Opens the engine's store and builds the server's shared state.
+    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
-        Arc::new(App {
-            broker: Broker::new(&config),
+        let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
+        let engine = Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?;
+        Ok(Arc::new(App {
+            credentials: Credentials::new(&config),
+            broker: Broker::new(fanout, engine),
             config,
             shutdown,
             sessions: TaskTracker::new(),
             ip_limiter,
+        }))
+    }
+}
+
+fn channel_limits(config: &Config) -> Vec<ChannelLimits> {
+    config
+        .channels
+        .iter()
+        .map(|c| ChannelLimits {
+            id: c.id.clone(),
+            history_size: c.history_size,
+            history_max_age_seconds: c.history_max_age_seconds,
+            history_max_bytes: c.history_max_bytes,
         })
+        .collect()
+}
+
+fn store_options(config: &Config) -> StoreOptions {
+    let store = &config.store;
+    StoreOptions {
+        path: (store.kind == HistoryStore::Disk).then(|| store.path.clone()),
+        commit_wait: Duration::from_millis(store.settings.commit_wait_ms),
+        commit_max_messages: store.settings.commit_max_messages,
+        fsync: store.settings.fsync,
+        sweep_interval: Duration::from_secs(store.settings.sweep_interval_seconds),
     }
 }

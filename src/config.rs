@@ -115,6 +115,9 @@ pub struct ChannelConfig {
     pub history_size: usize,
     /// Oldest message kept, in seconds.
     pub history_max_age_seconds: u64,
+    /// Bound on the bytes of stored history of the whole channel; beyond it the
+    /// least recently used rooms' history is dropped first.
+    pub history_max_bytes: u64,
     pub expiry: ExpiryMode,
     /// Seconds after `exp` before an enforced expiry takes effect.
     pub expiry_grace_seconds: u64,
@@ -137,6 +140,8 @@ pub struct Config {
     /// Seconds graceful shutdown waits for sessions and requests to end.
     pub shutdown_timeout_seconds: u64,
     pub limits: Limits,
+    /// Where history (and later accounts) is kept, and how it is committed.
+    pub store: StoreConfig,
     pub channels: Vec<ChannelConfig>,
     pub policies: PolicySet,
     /// Where the development channel's credentials were written, when the embedded default is in use.
@@ -157,6 +162,10 @@ struct ConfigFile {
     shutdown_timeout_seconds: Option<u64>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    history_store: HistoryStore,
+    #[serde(default)]
+    store: StoreSettings,
     #[serde(default, rename = "channel")]
     channels: Vec<ChannelEntry>,
 }
@@ -177,6 +186,8 @@ struct ChannelEntry {
     history_size: usize,
     #[serde(default = "default_history_max_age")]
     history_max_age_seconds: u64,
+    #[serde(default = "default_history_max_bytes")]
+    history_max_bytes: u64,
     #[serde(default)]
     expiry: ExpiryMode,
     #[serde(default)]
@@ -197,6 +208,55 @@ fn default_history_size() -> usize {
 fn default_history_max_age() -> u64 {
     30 * 24 * 3600
 }
+fn default_history_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// Where message history lives (`history_store` in the config file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryStore {
+    /// The embedded durable store, `<data_dir>/store.redb`.
+    #[default]
+    Disk,
+    /// The same store kept in memory: nothing survives a restart.
+    Memory,
+}
+
+/// The `[store]` section: how appends are committed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// A commit waits at most this long for more appends to share its fsync.
+    pub commit_wait_ms: u64,
+    /// A commit takes at most this many appends.
+    pub commit_max_messages: usize,
+    /// `false` skips fsync: faster, but a power cut (not a crash) may lose
+    /// acknowledged messages.
+    pub fsync: bool,
+    /// How often expired messages are pruned from the store.
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            commit_wait_ms: 2,
+            commit_max_messages: 1024,
+            fsync: true,
+            sweep_interval_seconds: 60,
+        }
+    }
+}
+
+/// The store as configured: its kind, its file and its commit settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: HistoryStore,
+    /// The store's file (unused for [`HistoryStore::Memory`]).
+    pub path: PathBuf,
+    pub settings: StoreSettings,
+}
 
 /// The development channel's credentials as kept on disk.
 #[derive(Debug, Deserialize, Serialize)]
@@ -212,6 +272,8 @@ pub struct Overrides {
     pub static_dir: Option<PathBuf>,
     pub policies_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// Overrides `history_store` (tests run many servers without disk state).
+    pub history_store: Option<HistoryStore>,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -251,6 +313,16 @@ impl Config {
             .unwrap_or_else(|| "data".into());
         let limits = raw.limits;
         validate_limits(&limits).map_err(|reason| invalid(format!("[limits]: {reason}")))?;
+        if raw.store.commit_max_messages == 0 || raw.store.sweep_interval_seconds == 0 {
+            return Err(invalid(
+                "[store]: commit_max_messages and sweep_interval_seconds must be at least 1".into(),
+            ));
+        }
+        let store = StoreConfig {
+            kind: overrides.history_store.unwrap_or(raw.history_store),
+            path: data_dir.join("store.redb"),
+            settings: raw.store,
+        };
 
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
@@ -270,6 +342,7 @@ impl Config {
                 policy,
                 history_size: default_history_size(),
                 history_max_age_seconds: default_history_max_age(),
+                history_max_bytes: default_history_max_bytes(),
                 expiry: ExpiryMode::OnAuthenticate,
                 expiry_grace_seconds: 0,
                 jwt_leeway_seconds: 0,
@@ -314,6 +387,7 @@ impl Config {
             allowed_origins: raw.allowed_origins,
             shutdown_timeout_seconds: raw.shutdown_timeout_seconds.unwrap_or(10),
             limits,
+            store,
             channels,
             policies,
             dev_channel_file,
@@ -378,6 +452,7 @@ fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelC
         policy,
         history_size: entry.history_size,
         history_max_age_seconds: entry.history_max_age_seconds,
+        history_max_bytes: entry.history_max_bytes,
         expiry: entry.expiry,
         expiry_grace_seconds: entry.expiry_grace_seconds,
         jwt_leeway_seconds: entry.jwt_leeway_seconds,

@@ -1,4 +1,4 @@
-//! Identifier newtypes: client ids, room names and message ids.
+//! Identifier newtypes: client ids and room names (message ids are the engine's).
 //!
 //! Client ids are pasted unescaped into regexes by existing auth servers, so
 //! their alphabet is restricted to `[A-Za-z0-9]` plus one `:` separator.
@@ -28,6 +28,11 @@ impl ClientId {
             .map(char::from)
             .collect();
         ClientId(format!("{node}:{random}").into())
+    }
+
+    /// An id read back from the store; it was valid when it was generated.
+    pub fn restore(id: &str) -> Self {
+        ClientId(id.into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -102,29 +107,6 @@ impl fmt::Debug for RoomName {
     }
 }
 
-/// A message id: `"{epoch}-{seq}"`, where `epoch` names one incarnation of a
-/// room's history store and `seq` counts the room's messages, zero-padded so that
-/// ids of one room sort in publication order as plain strings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MessageSeq(pub u64);
-
-/// Width of the zero-padded sequence part; 20 digits hold every `u64`.
-const SEQ_DIGITS: usize = 20;
-
-/// Formats a message id from a history epoch and a per-room sequence number.
-pub fn format_message_id(epoch: &str, seq: MessageSeq) -> String {
-    format!("{epoch}-{:0width$}", seq.0, width = SEQ_DIGITS)
-}
-
-/// Splits a message id into its epoch and sequence, or `None` if it is not one of ours.
-pub fn parse_message_id(id: &str) -> Option<(&str, MessageSeq)> {
-    let (epoch, seq) = id.rsplit_once('-')?;
-    if seq.len() != SEQ_DIGITS {
-        return None;
-    }
-    Some((epoch, MessageSeq(seq.parse().ok()?)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,15 +131,5 @@ mod tests {
         assert!(RoomName::parse(&"x".repeat(256), 256).is_ok());
         assert!(RoomName::parse("observable-x", 256).unwrap().is_observable());
         assert!(!RoomName::parse("Observable-x", 256).unwrap().is_observable());
-    }
-
-    #[test]
-    fn message_ids_sort_in_sequence_order_and_round_trip() {
-        let a = format_message_id("ep0ch", MessageSeq(9));
-        let b = format_message_id("ep0ch", MessageSeq(10));
-        assert!(a < b);
-        assert_eq!(parse_message_id(&b), Some(("ep0ch", MessageSeq(10))));
-        assert_eq!(parse_message_id("nonsense"), None);
-        assert_eq!(parse_message_id("e-12"), None);
     }
 }

@@ -10,9 +10,11 @@
 //! - [`policy`]: `policies/*.toml` → per-client `permissions` claims.
 //! - [`permissions`]: a token's claim → ordered matchers; last match decides.
 //! - [`token`]: JWT claims, minting and verification with the wire error texts.
-//! - [`ids`]: client ids, room names and message ids.
+//! - [`auth`]: each channel's credentials and the one token-minting path.
+//! - [`ids`]: client ids and room names.
 //! - [`protocol`]: every frame of the wire protocol; decode and encode, no I/O.
-//! - [`broker`]: rooms, subscribers, presence, history and fan-out; synchronous.
+//! - [`broker`]: local fan-out: rooms, subscribers, presence, catch-up of new subscribers.
+//! - [`engine`]: per-room epochs, offsets, history and their order; the embedded durable store.
 //! - [`session`]: one WebSocket connection and its single event loop.
 //! - [`http`]: routing, `/auth`, the REST API, static files, health and metrics.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -20,8 +22,10 @@
 //! - [`server`]: accept loop, connection limits and graceful shutdown.
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod engine;
 pub mod http;
 pub mod ids;
 pub mod metrics;

@@ -88,6 +88,7 @@ fn main() -> Result<()> {
         static_dir: cli.common.static_dir.clone(),
         policies_dir: cli.common.policies_dir.clone(),
         data_dir: cli.common.data_dir.clone(),
+        history_store: None,
     };
     let config = Config::load(cli.common.config.as_deref(), &overrides)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -135,12 +136,10 @@ fn token(config: &Config, args: &TokenArgs) -> Result<()> {
     let channel = config
         .channel(channel_id)
         .with_context(|| format!("no channel {channel_id:?} in the configuration"))?;
-    let issuer = rookery::token::TokenIssuer::new(&channel.id, channel.secret.expose());
     let client = if args.rest { None } else { args.client.as_deref() };
-    let permissions = channel.policy.render(client.unwrap_or(""));
     let data = args.name.as_ref().map(|name| serde_json::json!({ "name": name }));
-    let exp = rookery::token::unix_now() + args.ttl.unwrap_or(channel.token_ttl_seconds);
-    println!("{}", issuer.mint(client, data.as_ref(), &permissions, exp));
+    let minted = rookery::auth::ChannelAuth::new(channel.clone()).mint(client, data.as_ref(), args.ttl);
+    println!("{}", minted.token);
     Ok(())
 }
 

@@ -75,3 +75,25 @@ pub fn fanout(delivered: usize, elapsed: Duration) {
     counter!("rookery_frames_delivered_total").increment(delivered as u64);
     histogram!("rookery_fanout_seconds").record(elapsed.as_secs_f64());
 }
+
+/// Rooms whose engine logs are in memory (they follow subscribers, not history).
+pub fn engine_rooms_changed(delta: f64) {
+    metrics::gauge!("rookery_engine_rooms").increment(delta);
+}
+
+/// One group commit of `messages` appends took `elapsed`.
+pub fn store_committed(messages: usize, elapsed: std::time::Duration) {
+    metrics::counter!("rookery_store_commits_total").increment(1);
+    metrics::counter!("rookery_store_appends_total").increment(messages as u64);
+    metrics::histogram!("rookery_store_commit_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A store operation failed.
+pub fn store_failed() {
+    metrics::counter!("rookery_store_errors_total").increment(1);
+}
+
+/// Rooms whose stored history was dropped by the history byte bound.
+pub fn history_evicted(rooms: usize) {
+    metrics::counter!("rookery_history_evicted_rooms_total").increment(rooms as u64);
+}

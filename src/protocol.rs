@@ -5,11 +5,14 @@
 //! cloned UTF-8 buffer — so a publish is serialized once and shared by every
 //! subscriber's outbox.
 
+use std::sync::Arc;
+
 use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::engine::MessageId;
 use crate::ids::{ClientId, RoomName};
 
 /// One encoded outgoing text frame; cloning shares the buffer.
@@ -307,7 +310,10 @@ pub struct Message {
     pub message: Box<RawValue>,
     /// The publisher; `None` for messages published through REST.
     pub client_id: Option<ClientId>,
-    pub id: String,
+    /// The publisher's username, when its token carries `data.user` (PROTOCOL.md §11).
+    pub user: Option<Arc<str>>,
+    /// Assigned by the engine: the room's epoch and this message's offset.
+    pub id: MessageId,
     /// Unix seconds.
     pub timestamp: u64,
 }
@@ -322,6 +328,8 @@ struct PublishFrame<'a> {
     message: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     id: &'a str,
     timestamp: u64,
 }
@@ -334,7 +342,8 @@ impl Message {
             index,
             message: &self.message,
             client_id: self.client_id.as_ref().map(ClientId::as_str),
-            id: &self.id,
+            user: self.user.as_deref(),
+            id: &self.id.to_string(),
             timestamp: self.timestamp,
         })
     }
@@ -514,17 +523,27 @@ mod tests {
             room: room("chat"),
             message: RawValue::from_string("\"Hello\"".into()).unwrap(),
             client_id: None,
-            id: "e-1".into(),
+            user: None,
+            id: MessageId {
+                epoch: "e".into(),
+                offset: 1,
+            },
             timestamp: 1_763_772_000,
         };
+        let id = "e-00000000000000000001";
         assert_eq!(
             json_of(&message.publish_frame()),
-            json!({"type":"publish","room":"chat","message":"Hello","id":"e-1","timestamp":1_763_772_000})
+            json!({"type":"publish","room":"chat","message":"Hello","id":id,"timestamp":1_763_772_000})
         );
         assert_eq!(
             json_of(&message.history_frame(0)),
-            json!({"type":"history_message","room":"chat","index":0,"message":"Hello","id":"e-1","timestamp":1_763_772_000})
+            json!({"type":"history_message","room":"chat","index":0,"message":"Hello","id":id,"timestamp":1_763_772_000})
         );
+        let from_alice = Message {
+            user: Some("alice".into()),
+            ..message
+        };
+        assert_eq!(json_of(&from_alice.publish_frame())["user"], "alice");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     crate::metrics::install();
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
-    let app = App::new(config, shutdown.clone());
+    let app = App::new(config, shutdown.clone()).map_err(io::Error::other)?;
     let connections = TaskTracker::new();
     let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
 
@@ -101,6 +101,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
         );
     }
     upkeep.abort();
+    // Everything acknowledged is already durable; this commits the rest.
+    if let Err(error) = app.broker.engine().flush().await {
+        warn!(%error, "the store could not be flushed on shutdown");
+    }
     Ok(())
 }
 

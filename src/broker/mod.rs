@@ -1,15 +1,18 @@
-//! Rooms, subscribers, presence, history and fan-out, per channel.
+//! Local fan-out: channels → rooms → subscribers → outboxes.
 //!
-//! The API is synchronous and never awaits while holding a lock. Rooms live in
-//! a sharded table so that traffic in different rooms never contends on one
-//! lock; each [`Room`] has its own short lock (see [`room`]).
+//! The broker owns who is subscribed where on this node and hands each placed
+//! message to those subscribers, encoding it once. It does not store, order or
+//! number messages — the [`Engine`] does, and calls back through the
+//! [`Delivery`] handle that [`FanOut`] implements. It knows nothing of tokens
+//! or configuration: callers decide permissions and pass plain values.
+//!
+//! Rooms live in a sharded table so that traffic in different rooms never
+//! contends on one lock; a room exists only while it has subscribers.
 //!
 //! # Layout
-//! - [`room`]: one room's subscribers, presence and publish path.
-//! - [`history`]: the history interface and the in-memory store.
+//! - [`room`]: one room's subscribers and the catch-up of new ones.
 //! - [`outbox`]: the bounded per-connection frame queue.
 
-pub mod history;
 pub mod outbox;
 pub mod room;
 
@@ -18,62 +21,52 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde_json::value::RawValue;
-
-use self::history::MemoryHistory;
 pub use self::outbox::{Outbox, OutboxReader, PushError};
-pub use self::room::{ConnId, HistoryRequest, Room, Subscribed, Subscriber};
-use crate::config::{ChannelConfig, Config};
-use crate::ids::{ClientId, RoomName, parse_message_id, random_alphanumeric};
-use crate::protocol::Message;
-use crate::token::{TokenIssuer, TokenVerifier, unix_now};
+pub use self::room::{ConnId, Joined, Room, Subscriber};
+use crate::engine::{Ack, Delivery, Draft, Engine, EngineError, HistoryQuery, MessageId, Published};
+use crate::ids::{ClientId, RoomName};
+use crate::protocol::{self, Message};
 
 /// The most history messages one subscribe can return (PROTOCOL.md §5.5).
 pub const MAX_HISTORY_PER_SUBSCRIBE: usize = 100;
 
-/// Shards of the room table: enough that unrelated rooms rarely share a lock.
+/// Shards of a channel's room table: enough that unrelated rooms rarely share a lock.
 const ROOM_SHARDS: usize = 64;
 
-/// Every channel of this server.
+/// This node's fan-out and the engine behind it.
 pub struct Broker {
-    channels: HashMap<String, Arc<Channel>>,
+    fanout: Arc<FanOut>,
+    engine: Engine,
     next_conn: AtomicU64,
 }
 
-impl Broker {
-    pub fn new(config: &Config) -> Broker {
-        let channels = config
-            .channels
-            .iter()
-            .map(|c| (c.id.clone(), Arc::new(Channel::new(c.clone()))))
+/// Every channel's rooms on this node; the engine's way back into the broker.
+pub struct FanOut {
+    channels: HashMap<String, Arc<Channel>>,
+}
+
+impl FanOut {
+    /// Fan-out tables for the given channel ids.
+    pub fn new(channel_ids: impl IntoIterator<Item = String>) -> Arc<FanOut> {
+        let channels = channel_ids
+            .into_iter()
+            .map(|id| (id.clone(), Arc::new(Channel::new(id))))
             .collect();
-        Broker {
-            channels,
-            next_conn: AtomicU64::new(1),
-        }
-    }
-
-    pub fn channel(&self, id: &str) -> Option<&Arc<Channel>> {
-        self.channels.get(id)
-    }
-
-    /// A process-unique handle for a new connection.
-    pub fn next_conn_id(&self) -> ConnId {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        Arc::new(FanOut { channels })
     }
 }
 
-/// A channel's shared state: its settings, token checks and rooms.
-pub struct Channel {
-    pub config: ChannelConfig,
-    pub verifier: TokenVerifier,
-    pub issuer: TokenIssuer,
-    rooms: RoomTable,
-    /// Message sequence of the whole channel; per-room ids are taken from it under the room lock.
-    sequence: AtomicU64,
-    /// Names this incarnation of the history store; ids from another epoch cannot be recovered.
-    epoch: String,
-    connections: AtomicUsize,
+impl Delivery for FanOut {
+    fn deliver(&self, channel: &str, message: &Arc<Message>) -> usize {
+        let started = std::time::Instant::now();
+        let delivered = self
+            .channels
+            .get(channel)
+            .and_then(|c| c.rooms.get(&message.room))
+            .map_or(0, |room| room.deliver(message));
+        crate::metrics::fanout(delivered, started.elapsed());
+        delivered
+    }
 }
 
 /// What a connection asks of a subscribe.
@@ -90,96 +83,155 @@ pub struct SubscribeRequest<'a> {
     pub allowance: u32,
 }
 
-/// Receipt for one published message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub id: String,
-    pub delivered: usize,
+impl SubscribeRequest<'_> {
+    /// The history to read, bounded by the allowance and §5.5's cap; `None` for none.
+    fn history_query(&self) -> Option<HistoryQuery> {
+        let allowance = (self.allowance as usize).min(MAX_HISTORY_PER_SUBSCRIBE);
+        let asked = (self.history_count as usize).min(allowance);
+        match self.history_since {
+            None if asked == 0 => None,
+            None => Some(HistoryQuery::Latest(asked)),
+            Some(since) => Some(HistoryQuery::Since {
+                after: MessageId::parse(since),
+                limit: if self.history_count == 0 { allowance } else { asked },
+            }),
+        }
+    }
 }
 
-impl Channel {
-    pub fn new(config: ChannelConfig) -> Channel {
-        Channel {
-            verifier: TokenVerifier::new(&config.id, config.secret.expose(), config.jwt_leeway_seconds),
-            issuer: TokenIssuer::new(&config.id, config.secret.expose()),
-            config,
-            rooms: RoomTable::new(),
-            sequence: AtomicU64::new(0),
-            epoch: random_alphanumeric(8),
-            connections: AtomicUsize::new(0),
+/// A subscription, as the session keeps it.
+pub struct Subscription {
+    pub room: Arc<Room>,
+    pub joined: Joined,
+}
+
+impl Broker {
+    /// A broker over `fanout`, storing and ordering through `engine`
+    /// (which was handed the same `fanout` as its delivery handle).
+    pub fn new(fanout: Arc<FanOut>, engine: Engine) -> Broker {
+        Broker {
+            fanout,
+            engine,
+            next_conn: AtomicU64::new(1),
         }
     }
 
-    /// Subscribes a connection, queueing reply, members and history to its outbox.
-    pub fn subscribe(
+    pub fn channel(&self, id: &str) -> Option<&Arc<Channel>> {
+        self.fanout.channels.get(id)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A process-unique handle for a new connection.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Subscribes a connection: joins the room, reads the history it asked for,
+    /// and queues reply, member list, history and live frames in that order.
+    pub async fn subscribe(
         &self,
+        channel: &Channel,
         room: &RoomName,
         subscriber: Subscriber,
         request: SubscribeRequest<'_>,
-    ) -> (Arc<Room>, Subscribed) {
-        let SubscribeRequest {
-            conn,
-            callback,
-            history_count,
-            history_since,
-            allowance,
-        } = request;
-        let allowance = (allowance as usize).min(MAX_HISTORY_PER_SUBSCRIBE);
-        let request = match history_since {
-            None => HistoryRequest::Latest((history_count as usize).min(allowance)),
-            Some(since) => HistoryRequest::Since {
-                after: parse_message_id(since)
-                    .filter(|(epoch, _)| *epoch == self.epoch)
-                    .map(|(_, seq)| seq.0),
-                limit: if history_count == 0 {
-                    allowance
-                } else {
-                    (history_count as usize).min(allowance)
-                },
+    ) -> Result<Subscription, EngineError> {
+        let outbox = subscriber.outbox.clone();
+        let handle = loop {
+            let handle = channel.rooms.get_or_create(room);
+            match handle.join(request.conn, subscriber.clone()) {
+                Ok(joined) => break (handle, joined),
+                // Retired between lookup and lock: look it up again.
+                Err(room::RoomRemoved) => continue,
+            }
+        };
+        let (handle, joined) = handle;
+        if joined == Joined::Already {
+            if let Some(callback) = request.callback {
+                let _ = outbox.push(protocol::reply(callback, None));
+            }
+            return Ok(Subscription { room: handle, joined });
+        }
+        self.engine.hold(&channel.id, room);
+        let query = request.history_query();
+        let (reply, history, head) = match &query {
+            None => (
+                request.callback.map(|cb| protocol::reply(cb, None)),
+                Vec::new(),
+                u64::MAX,
+            ),
+            Some(query) => match self.engine.history(&channel.id, room, query.clone()).await {
+                Ok(answer) => {
+                    let reply = request.callback.map(|cb| match query {
+                        HistoryQuery::Since { .. } => protocol::subscribe_recovered(cb, answer.complete),
+                        HistoryQuery::Latest(_) => protocol::reply(cb, None),
+                    });
+                    (reply, answer.messages, answer.head)
+                }
+                Err(error) => {
+                    self.leave(channel, &handle, request.conn);
+                    return Err(error);
+                }
             },
         };
-        let now = unix_now();
-        loop {
-            let room = self.rooms.get_or_create(room, || self.new_history());
-            if let Ok(outcome) = room.subscribe(conn, subscriber.clone(), callback, request, now) {
-                return (room, outcome);
-            }
-        }
+        // With no history read, every buffered message is new to the subscriber.
+        let head = if query.is_none() { 0 } else { head };
+        handle.catch_up(request.conn, reply, &history, head);
+        Ok(Subscription { room: handle, joined })
     }
 
-    /// Unsubscribes a connection from a room it holds; frees the room when idle.
-    pub fn unsubscribe(&self, room: &Arc<Room>, conn: ConnId) -> bool {
-        let was = room.unsubscribe(conn);
-        self.rooms.release_if_idle(room);
+    /// Unsubscribes a connection from a room it holds; frees the room when empty.
+    pub fn leave(&self, channel: &Channel, room: &Arc<Room>, conn: ConnId) -> bool {
+        let was = room.leave(conn);
+        if was {
+            self.engine.release(&channel.id, room.name());
+        }
+        channel.rooms.release_if_empty(room);
         was
     }
 
-    /// Stores and fans out one message. `client_id` is `None` for REST publishes.
-    pub fn publish(&self, room: &RoomName, message: Box<RawValue>, client_id: Option<ClientId>) -> Published {
-        let now = unix_now();
-        let started = std::time::Instant::now();
-        let mut body = message;
-        let published = loop {
-            let target = self.rooms.get_or_create(room, || self.new_history());
-            match target.publish(&self.sequence, &self.epoch, body, client_id.clone(), now) {
-                Ok((id, delivered)) => {
-                    self.rooms.release_if_idle(&target);
-                    break Published { id, delivered };
-                }
-                // Retired between lookup and lock: the body comes back; look the room up again.
-                Err(room::Retired(returned)) => body = returned,
-            }
-        };
-        crate::metrics::fanout(published.delivered, started.elapsed());
-        published
+    /// Places, delivers and stores one message. `client_id` is `None` for REST publishes.
+    pub async fn publish(
+        &self,
+        channel: &Channel,
+        room: &RoomName,
+        draft: Draft,
+        ack: Ack,
+    ) -> Result<Published, EngineError> {
+        self.engine.publish(&channel.id, room, draft, ack).await
     }
 
     /// The latest `count` stored messages of a room, oldest first.
-    pub fn history(&self, room: &RoomName, count: usize) -> Vec<Arc<Message>> {
-        self.rooms
-            .get(room)
-            .map(|r| r.history(count, unix_now()))
-            .unwrap_or_default()
+    pub async fn history(
+        &self,
+        channel: &Channel,
+        room: &RoomName,
+        count: usize,
+    ) -> Result<Vec<Arc<Message>>, EngineError> {
+        let answer = self
+            .engine
+            .history(&channel.id, room, HistoryQuery::Latest(count))
+            .await?;
+        Ok(answer.messages)
+    }
+}
+
+/// A channel's rooms on this node and its connection count.
+pub struct Channel {
+    pub id: String,
+    rooms: RoomTable,
+    connections: AtomicUsize,
+}
+
+impl Channel {
+    fn new(id: String) -> Channel {
+        Channel {
+            id,
+            rooms: RoomTable::new(),
+            connections: AtomicUsize::new(0),
+        }
     }
 
     /// Rooms with at least one subscriber, sorted.
@@ -207,6 +259,11 @@ impl Channel {
         ids
     }
 
+    /// Rooms in this channel's table (each has, or is about to have, a subscriber).
+    pub fn room_count(&self) -> usize {
+        self.rooms.all().len()
+    }
+
     /// Connections currently handshaken on this channel.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
@@ -216,14 +273,6 @@ impl Channel {
     pub fn connect(self: &Arc<Self>) -> ConnectionCount {
         self.connections.fetch_add(1, Ordering::Relaxed);
         ConnectionCount(Arc::clone(self))
-    }
-
-    fn new_history(&self) -> Box<dyn history::History> {
-        Box::new(MemoryHistory::new(
-            self.config.history_size,
-            self.config.history_max_age_seconds,
-            self.sequence.load(Ordering::Relaxed),
-        ))
     }
 }
 
@@ -263,18 +312,18 @@ impl RoomTable {
         self.shard(room).get(room).cloned()
     }
 
-    fn get_or_create(&self, room: &RoomName, history: impl FnOnce() -> Box<dyn history::History>) -> Arc<Room> {
+    fn get_or_create(&self, room: &RoomName) -> Arc<Room> {
         Arc::clone(self.shard(room).entry(room.clone()).or_insert_with(|| {
             crate::metrics::rooms_changed(1.0);
-            Arc::new(Room::new(room.clone(), history()))
+            Arc::new(Room::new(room.clone()))
         }))
     }
 
-    /// Drops the room from the table when it has no subscribers and no history.
-    fn release_if_idle(&self, room: &Arc<Room>) {
+    /// Drops the room from the table when it has no subscribers.
+    fn release_if_empty(&self, room: &Arc<Room>) {
         let mut shard = self.shard(room.name());
         let is_current = shard.get(room.name()).is_some_and(|r| Arc::ptr_eq(r, room));
-        if is_current && room.retire_if_idle() {
+        if is_current && room.retire_if_empty() {
             shard.remove(room.name());
             crate::metrics::rooms_changed(-1.0);
         }

@@ -1,19 +1,20 @@
-//! One room: its subscribers, their presence and its history, behind one short lock.
+//! One room's local subscribers and their outboxes, behind one short lock.
 //!
-//! Every operation on a room happens under its own mutex and never awaits, so
-//! frames enter each subscriber's outbox in one total order per room: a new
-//! subscriber gets its reply, then the member list, then history, and only
-//! then live messages; every subscriber sees messages in publication order.
+//! A room is fan-out only: it never stores or orders messages (the engine
+//! does, and calls [`Room::deliver`] in offset order). What it guarantees is
+//! the order of frames per subscriber: a new subscriber gets its reply, the
+//! member list, its history, and only then live frames. Between joining and
+//! receiving its history (which the engine reads without holding this lock), a
+//! subscriber is **catching up**: frames for it are buffered, and when its
+//! history arrives the buffered messages already covered by it are dropped, so
+//! nothing is duplicated and nothing is skipped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
-use serde_json::value::RawValue;
 
-use super::history::{History, Stored};
 use super::outbox::Outbox;
-use crate::ids::{ClientId, MessageSeq, RoomName, format_message_id};
+use crate::ids::{ClientId, RoomName};
 use crate::protocol::{self, Frame, Member, Message};
 
 /// A connection's process-local handle, cheaper to hash than its client id.
@@ -26,21 +27,12 @@ pub struct Subscriber {
     pub member: Arc<Member>,
 }
 
-/// Which history a new subscriber asked for, already bounded by its allowance.
+/// What a join did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryRequest {
-    /// The latest `n` messages.
-    Latest(usize),
-    /// Messages after sequence `after` (or, when `None`, after an id this
-    /// store cannot place), at most `limit`; the reply says whether complete.
-    Since { after: Option<u64>, limit: usize },
-}
-
-/// What a subscribe did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subscribed {
+pub enum Joined {
+    /// A new subscriber, catching up until [`Room::catch_up`].
     New,
-    /// The connection was already subscribed: success, but nothing else changed.
+    /// The connection was already subscribed: nothing changed.
     Already,
 }
 
@@ -48,9 +40,31 @@ pub enum Subscribed {
 #[derive(Debug)]
 pub struct RoomRemoved;
 
-/// A publish into a retired room, handing the message back for a retry.
-#[derive(Debug)]
-pub struct Retired(pub Box<RawValue>);
+/// Frames held for a subscriber that is still catching up.
+#[derive(Default)]
+struct CatchingUp {
+    /// The member list as of the join (observable rooms).
+    members: Option<Frame>,
+    /// Live frames since the join, with the offset of those that are messages.
+    frames: Vec<(Option<u64>, Frame)>,
+}
+
+struct Entry {
+    subscriber: Subscriber,
+    catching_up: Option<Box<CatchingUp>>,
+}
+
+impl Entry {
+    fn send(&mut self, offset: Option<u64>, frame: &Frame) -> bool {
+        match &mut self.catching_up {
+            Some(buffer) => {
+                buffer.frames.push((offset, frame.clone()));
+                true
+            }
+            None => self.subscriber.outbox.push(frame.clone()).is_ok(),
+        }
+    }
+}
 
 pub struct Room {
     name: RoomName,
@@ -58,18 +72,16 @@ pub struct Room {
 }
 
 struct RoomState {
-    subscribers: IndexMap<ConnId, Subscriber>,
-    history: Box<dyn History>,
+    subscribers: IndexMap<ConnId, Entry>,
     removed: bool,
 }
 
 impl Room {
-    pub fn new(name: RoomName, history: Box<dyn History>) -> Room {
+    pub fn new(name: RoomName) -> Room {
         Room {
             name,
             state: Mutex::new(RoomState {
                 subscribers: IndexMap::new(),
-                history,
                 removed: false,
             }),
         }
@@ -85,150 +97,122 @@ impl Room {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds `subscriber` and queues, in order: the reply (when `callback` is
-    /// set), the member list (observable rooms), then history. Other members
-    /// get one join event.
-    pub fn subscribe(
-        &self,
-        conn: ConnId,
-        subscriber: Subscriber,
-        callback: Option<i64>,
-        history: HistoryRequest,
-        now: u64,
-    ) -> Result<Subscribed, RoomRemoved> {
+    /// Adds `subscriber`, catching up. Other members of an observable room get
+    /// one join event now; the newcomer's member list is taken now too.
+    pub fn join(&self, conn: ConnId, subscriber: Subscriber) -> Result<Joined, RoomRemoved> {
         let mut state = self.state();
         if state.removed {
             return Err(RoomRemoved);
         }
         if state.subscribers.contains_key(&conn) {
-            if let Some(callback) = callback {
-                let _ = subscriber.outbox.push(protocol::reply(callback, None));
-            }
-            return Ok(Subscribed::Already);
+            return Ok(Joined::Already);
         }
-        let (reply, messages) = match history {
-            HistoryRequest::Latest(count) => (
-                callback.map(|cb| protocol::reply(cb, None)),
-                state.history.latest(count, now),
-            ),
-            HistoryRequest::Since { after, limit } => {
-                let recovery = match after {
-                    Some(seq) => state.history.since(seq, limit, now),
-                    None => super::history::Recovery {
-                        messages: state.history.latest(limit, now),
-                        complete: false,
-                    },
-                };
-                (
-                    callback.map(|cb| protocol::subscribe_recovered(cb, recovery.complete)),
-                    recovery.messages,
-                )
-            }
-        };
-        let outbox = &subscriber.outbox;
-        if let Some(reply) = reply {
-            let _ = outbox.push(reply);
-        }
+        let mut buffer = CatchingUp::default();
         if self.name.is_observable() {
             let join = protocol::member_join(&self.name, &subscriber.member);
-            for other in state.subscribers.values() {
-                let _ = other.outbox.push(join.clone());
+            for other in state.subscribers.values_mut() {
+                other.send(None, &join);
             }
             let members = state
                 .subscribers
                 .values()
-                .map(|s| &*s.member)
+                .map(|e| &*e.subscriber.member)
                 .chain(std::iter::once(&*subscriber.member));
-            let _ = outbox.push(protocol::observable_members(&self.name, members));
+            buffer.members = Some(protocol::observable_members(&self.name, members));
         }
-        for (index, stored) in messages.iter().enumerate() {
-            let _ = outbox.push(stored.message.history_frame(index));
-        }
-        state.subscribers.insert(conn, subscriber);
-        Ok(Subscribed::New)
+        state.subscribers.insert(
+            conn,
+            Entry {
+                subscriber,
+                catching_up: Some(Box::new(buffer)),
+            },
+        );
+        Ok(Joined::New)
     }
 
-    /// Removes `conn`; remaining members of an observable room get a leave event.
-    /// Returns whether it was subscribed.
-    pub fn unsubscribe(&self, conn: ConnId) -> bool {
+    /// Ends a subscriber's catching up: queues `reply`, the member list, the
+    /// history, then the buffered live frames that `history` does not cover
+    /// (messages with offsets above `head`). Returns false if it left meanwhile.
+    pub fn catch_up(&self, conn: ConnId, reply: Option<Frame>, history: &[Arc<Message>], head: u64) -> bool {
         let mut state = self.state();
-        let Some(gone) = state.subscribers.swap_remove(&conn) else {
+        let Some(entry) = state.subscribers.get_mut(&conn) else {
             return false;
         };
-        if self.name.is_observable() {
-            let leave = protocol::member_leave(&self.name, &gone.member);
-            for other in state.subscribers.values() {
-                let _ = other.outbox.push(leave.clone());
+        let Some(buffer) = entry.catching_up.take() else {
+            return true;
+        };
+        let outbox = &entry.subscriber.outbox;
+        let frames = reply
+            .into_iter()
+            .chain(buffer.members)
+            .chain(history.iter().enumerate().map(|(i, m)| m.history_frame(i)))
+            .chain(
+                buffer
+                    .frames
+                    .into_iter()
+                    .filter(|(offset, _)| offset.is_none_or(|o| o > head))
+                    .map(|(_, frame)| frame),
+            );
+        for frame in frames {
+            if outbox.push(frame).is_err() {
+                break;
             }
         }
         true
     }
 
-    /// Stores and delivers one message; returns its id and how many subscribers got it.
-    pub fn publish(
-        &self,
-        sequence: &AtomicU64,
-        epoch: &str,
-        message: Box<RawValue>,
-        client_id: Option<ClientId>,
-        now: u64,
-    ) -> Result<(String, usize), Retired> {
+    /// Removes `conn`; remaining members of an observable room get a leave event.
+    /// Returns whether it was subscribed.
+    pub fn leave(&self, conn: ConnId) -> bool {
         let mut state = self.state();
-        if state.removed {
-            return Err(Retired(message));
-        }
-        // Taken under the room lock, so ids of one room increase in delivery order.
-        let seq = sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format_message_id(epoch, MessageSeq(seq));
-        let message = Arc::new(Message {
-            room: self.name.clone(),
-            message,
-            client_id,
-            id: id.clone(),
-            timestamp: now,
-        });
-        let frame: Frame = message.publish_frame();
-        let mut delivered = 0;
-        for subscriber in state.subscribers.values() {
-            if subscriber.outbox.push(frame.clone()).is_ok() {
-                delivered += 1;
+        let Some(gone) = state.subscribers.swap_remove(&conn) else {
+            return false;
+        };
+        if self.name.is_observable() {
+            let leave = protocol::member_leave(&self.name, &gone.subscriber.member);
+            for other in state.subscribers.values_mut() {
+                other.send(None, &leave);
             }
         }
-        state.history.append(Stored { seq, message }, now);
-        Ok((id, delivered))
+        true
+    }
+
+    /// Hands one placed message to every subscriber; returns how many took it.
+    pub fn deliver(&self, message: &Message) -> usize {
+        let frame: Frame = message.publish_frame();
+        let mut state = self.state();
+        state
+            .subscribers
+            .values_mut()
+            .filter_map(|entry| entry.send(Some(message.id.offset), &frame).then_some(()))
+            .count()
     }
 
     /// Replaces a subscriber's member data after re-authentication (no event is sent).
     pub fn update_member(&self, conn: ConnId, member: Arc<Member>) {
-        if let Some(subscriber) = self.state().subscribers.get_mut(&conn) {
-            subscriber.member = member;
+        if let Some(entry) = self.state().subscribers.get_mut(&conn) {
+            entry.subscriber.member = member;
         }
-    }
-
-    /// The latest `count` stored messages, oldest first.
-    pub fn history(&self, count: usize, now: u64) -> Vec<Arc<Message>> {
-        self.state()
-            .history
-            .latest(count, now)
-            .into_iter()
-            .map(|stored| stored.message)
-            .collect()
     }
 
     /// Client ids of the current subscribers, in subscription order.
     pub fn member_ids(&self) -> Vec<ClientId> {
-        self.state().subscribers.values().map(|s| s.member.id.clone()).collect()
+        self.state()
+            .subscribers
+            .values()
+            .map(|e| e.subscriber.member.id.clone())
+            .collect()
     }
 
     pub fn subscriber_count(&self) -> usize {
         self.state().subscribers.len()
     }
 
-    /// Marks the room removed if it holds nothing; returns whether it did.
+    /// Marks the room removed if it has no subscribers; returns whether it did.
     /// Called by the channel's room table under its shard lock.
-    pub(super) fn retire_if_idle(&self) -> bool {
+    pub(super) fn retire_if_empty(&self) -> bool {
         let mut state = self.state();
-        if state.subscribers.is_empty() && state.history.is_empty() {
+        if state.subscribers.is_empty() {
             state.removed = true;
         }
         state.removed

@@ -20,7 +20,9 @@ use serde_json::{Map, Value, json};
 use super::body::{self, BodyError};
 use super::{Body, error_response, json_response};
 use crate::app::App;
+use crate::auth::ChannelAuth;
 use crate::broker::{Channel, MAX_HISTORY_PER_SUBSCRIBE};
+use crate::engine::{Ack, Draft, EngineError};
 use crate::ids::RoomName;
 use crate::permissions::Permissions;
 use crate::token::{Bearer, unix_now};
@@ -102,11 +104,11 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
     let Some((&channel_id, rest)) = segments.split_first().filter(|(c, _)| !c.is_empty()) else {
         return Err(ApiError::not_found());
     };
-    let channel = app
-        .broker
-        .channel(channel_id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Unknown channel"))?;
-    let caller = authenticate(&request, channel)?;
+    let (Some(channel), Some(credentials)) = (app.broker.channel(channel_id), app.credentials.channel(channel_id))
+    else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Unknown channel"));
+    };
+    let caller = authenticate(&request, credentials)?;
     let method = request.method().clone();
     let max_room = app.config.limits.max_room_name_bytes;
     match (&method, rest) {
@@ -119,9 +121,8 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
             let message = read_message(request, app).await?;
             let mut ids = Map::new();
             for room in &rooms {
-                let published = channel.publish(room, message.clone(), None);
-                crate::metrics::published("rest");
-                ids.insert(room.to_string(), Value::String(published.id));
+                let id = publish(app, channel, room, message.clone()).await?;
+                ids.insert(room.to_string(), Value::String(id));
             }
             Ok(json_response(StatusCode::OK, &json!({ "ids": ids })))
         }
@@ -129,9 +130,8 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
             let room = parse_room(room, max_room)?;
             allow_publish(&caller, std::slice::from_ref(&room))?;
             let message = read_message(request, app).await?;
-            let published = channel.publish(&room, message, None);
-            crate::metrics::published("rest");
-            Ok(json_response(StatusCode::OK, &json!({ "id": published.id })))
+            let id = publish(app, channel, &room, message).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "id": id })))
         }
         // Before the GET arm, so that `GET …/publish` says how to publish instead of "not found".
         (_, ["publish", "rooms"] | [_, "publish"]) => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Use POST")),
@@ -139,13 +139,13 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
             if matches!(caller, Caller::Token(_)) {
                 return Err(ApiError::new(StatusCode::FORBIDDEN, "Bearer tokens may only publish"));
             }
-            read_only(rest, channel, request.uri().query(), max_room)
+            read_only(rest, app, channel, request.uri().query(), max_room).await
         }
         _ => Err(ApiError::not_found()),
     }
 }
 
-fn read_only(rest: &[&str], channel: &Channel, query: Option<&str>, max_room: usize) -> ApiResult {
+async fn read_only(rest: &[&str], app: &App, channel: &Channel, query: Option<&str>, max_room: usize) -> ApiResult {
     match rest {
         ["stats"] => Ok(json_response(
             StatusCode::OK,
@@ -172,14 +172,17 @@ fn read_only(rest: &[&str], channel: &Channel, query: Option<&str>, max_room: us
         [room, "history"] => {
             let room = parse_room(room, max_room)?;
             let count = history_count(query)?;
-            let stored = channel.history(&room, count);
+            let stored = app.broker.history(channel, &room, count).await.map_err(unavailable)?;
+            let ids: Vec<String> = stored.iter().map(|m| m.id.to_string()).collect();
             let messages: Vec<HistoryEntry> = stored
                 .iter()
-                .map(|m| HistoryEntry {
-                    id: &m.id,
+                .zip(&ids)
+                .map(|(m, id)| HistoryEntry {
+                    id,
                     room: m.room.as_str(),
                     message: &m.message,
                     client_id: m.client_id.as_ref().map(|c| c.as_str()),
+                    user: m.user.as_deref(),
                     timestamp: m.timestamp,
                 })
                 .collect();
@@ -196,10 +199,34 @@ struct HistoryEntry<'a> {
     message: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
     timestamp: u64,
 }
 
-fn authenticate(request: &Request<Incoming>, channel: &Channel) -> ApiResult<Caller> {
+/// Publishes one REST message and waits until it is durable (PROTOCOL.md §12).
+async fn publish(app: &App, channel: &Channel, room: &RoomName, message: Box<RawValue>) -> ApiResult<String> {
+    let draft = Draft {
+        message,
+        client_id: None,
+        user: None,
+    };
+    let published = app
+        .broker
+        .publish(channel, room, draft, Ack::Durable)
+        .await
+        .map_err(unavailable)?;
+    crate::metrics::published("rest");
+    Ok(published.id.to_string())
+}
+
+/// The store failed: the caller may retry; nothing was acknowledged.
+fn unavailable(error: EngineError) -> ApiError {
+    tracing::warn!(%error, "REST request failed in the engine");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
+}
+
+fn authenticate(request: &Request<Incoming>, channel: &ChannelAuth) -> ApiResult<Caller> {
     let Some(header) = request.headers().get(AUTHORIZATION) else {
         return if channel.config.require_auth {
             Err(ApiError::unauthorized("Missing credentials"))

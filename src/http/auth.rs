@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::body::{self, BodyError};
 use super::{Body, json_response, text_response};
 use crate::app::App;
-use crate::token::unix_now;
+use crate::auth::Minted;
 
 /// Longest accepted client id, in bytes; real ids are about 25.
 const MAX_CLIENT_ID_BYTES: usize = 256;
@@ -88,15 +88,11 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
     };
 
     let channel = app
-        .broker
+        .credentials
         .channel(&app.config.auth_channel)
         .ok_or_else(|| AuthError::Malformed("no auth channel".into()))?;
     let data = json!({ "name": name, "color": random_color() });
-    let permissions = channel.config.policy.render(&client_id);
-    let expires_at = unix_now() + channel.config.token_ttl_seconds;
-    let token = channel
-        .issuer
-        .mint(Some(&client_id), Some(&data), &permissions, expires_at);
+    let Minted { token, expires_at } = channel.mint(Some(&client_id), Some(&data), None);
     crate::metrics::token_minted();
     Ok(if wants_json {
         json_response(StatusCode::OK, &json!({ "token": token, "expires_at": expires_at }))

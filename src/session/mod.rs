@@ -29,12 +29,17 @@ use tracing::{Instrument, debug, info_span};
 use self::rate_limit::TokenBucket;
 use self::writer::Writer;
 use crate::app::App;
-use crate::broker::{Channel, ConnId, ConnectionCount, Outbox, Room, SubscribeRequest, Subscribed, Subscriber};
+use crate::auth::ChannelAuth;
+use crate::broker::{Channel, ConnId, ConnectionCount, Joined, Outbox, Room, SubscribeRequest, Subscriber};
 use crate::config::ExpiryMode;
+use crate::engine::{Ack, Draft, EngineError};
 use crate::ids::{ClientId, RoomName};
 use crate::permissions::{Decision, DecisionCache, Permissions};
 use crate::protocol::{self, DecodeError, Frame, Member, Request};
 use crate::token::{Bearer, unix_now};
+
+/// A deadline that never comes in practice (about 30 years).
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// Error texts of PROTOCOL.md that the session sends.
 mod texts {
@@ -47,6 +52,7 @@ mod texts {
     pub const RATE_LIMITED: &str = "Rate limit exceeded";
     pub const TOO_LARGE: &str = "Message too large";
     pub const JWT_EXPIRED: &str = "JWT expired";
+    pub const UNAVAILABLE: &str = "Service unavailable";
 }
 
 /// Serves one upgraded WebSocket until it ends; `guard` is dropped with the session.
@@ -91,7 +97,10 @@ enum Deadline {
 
 /// What the session knows after a successful handshake.
 struct Handshaken {
+    /// The channel's rooms on this node.
     channel: Arc<Channel>,
+    /// The channel's settings and token verifier.
+    credentials: Arc<ChannelAuth>,
     client_id: ClientId,
     client_data: Option<Value>,
     auth: Option<Auth>,
@@ -105,6 +114,8 @@ struct Handshaken {
 struct Auth {
     permissions: Permissions,
     exp: u64,
+    /// `data.user` of the token: the account behind this connection (PROTOCOL.md §11).
+    user: Option<Arc<str>>,
 }
 
 struct Session {
@@ -155,7 +166,7 @@ impl Session {
                         None | Some(Err(_)) if session.outbox.is_stopped() => Some(Ending::Drop),
                         None => Some(Ending::Gone),
                         Some(Err(error)) => Some(session.on_socket_error(error)),
-                        Some(Ok(message)) => session.on_message(message),
+                        Some(Ok(message)) => session.on_message(message).await,
                     };
                     if let Some(ending) = ending {
                         break ending;
@@ -167,7 +178,9 @@ impl Session {
             if wanted != armed {
                 if let Deadline::Expiry(at) = wanted {
                     let wait = Duration::from_secs(at.saturating_sub(unix_now()));
-                    timer.as_mut().reset(Instant::now() + wait);
+                    // An `exp` centuries away must not overflow the clock: such a token never expires here.
+                    let now = Instant::now();
+                    timer.as_mut().reset(now.checked_add(wait).unwrap_or(now + FAR_FUTURE));
                 }
                 armed = wanted;
             }
@@ -188,8 +201,8 @@ impl Session {
             return Deadline::Handshake;
         };
         match &state.auth {
-            Some(auth) if state.channel.config.expiry == ExpiryMode::Enforce => {
-                Deadline::Expiry(auth.exp.saturating_add(state.channel.config.expiry_grace_seconds))
+            Some(auth) if state.credentials.config.expiry == ExpiryMode::Enforce => {
+                Deadline::Expiry(auth.exp.saturating_add(state.credentials.config.expiry_grace_seconds))
             }
             _ => Deadline::None,
         }
@@ -223,7 +236,7 @@ impl Session {
         }
     }
 
-    fn on_message(&mut self, message: Message) -> Option<Ending> {
+    async fn on_message(&mut self, message: Message) -> Option<Ending> {
         let text = match &message {
             Message::Text(text) => text.as_str(),
             Message::Binary(bytes) => match std::str::from_utf8(bytes) {
@@ -241,10 +254,10 @@ impl Session {
             self.send(protocol::error(texts::TOO_LARGE));
             return None;
         }
-        self.on_text(text)
+        self.on_text(text).await
     }
 
-    fn on_text(&mut self, text: &str) -> Option<Ending> {
+    async fn on_text(&mut self, text: &str) -> Option<Ending> {
         let inbound = match protocol::decode(text) {
             Ok(inbound) => inbound,
             Err(DecodeError::UnknownType { .. }) if self.state.is_none() => {
@@ -279,7 +292,8 @@ impl Session {
                 },
                 true,
             ) => {
-                self.subscribe(callback, &room, history_count, history_since.as_deref());
+                self.subscribe(callback, &room, history_count, history_since.as_deref())
+                    .await;
                 None
             }
             (Request::Unsubscribe { room }, true) => {
@@ -287,7 +301,7 @@ impl Session {
                 None
             }
             (Request::Publish { room, message }, true) => {
-                self.publish(callback, &room, message);
+                self.publish(callback, &room, message).await;
                 None
             }
         }
@@ -299,7 +313,9 @@ impl Session {
             self.send(protocol::error(DecodeError::Malformed { callback: None }.text()));
             return None;
         };
-        let Some(channel) = self.app.broker.channel(channel_id).cloned() else {
+        let found = self.app.broker.channel(channel_id).cloned();
+        let credentials = self.app.credentials.channel(channel_id).cloned();
+        let (Some(channel), Some(credentials)) = (found, credentials) else {
             crate::metrics::handshake("unknown_channel");
             self.send(protocol::handshake_error(callback, texts::UNKNOWN_CHANNEL));
             return Some(Ending::Close(CloseCode::Policy, texts::UNKNOWN_CHANNEL));
@@ -316,16 +332,18 @@ impl Session {
         self.send(protocol::handshake_ok(
             callback,
             &client_id,
-            channel.config.require_auth,
+            credentials.config.require_auth,
         ));
         self.state = Some(Handshaken {
             _counted: channel.connect(),
             subscriptions: Subscriptions {
+                app: Arc::clone(&self.app),
                 channel: Arc::clone(&channel),
                 conn: self.conn,
                 rooms: HashMap::new(),
             },
             channel,
+            credentials,
             client_id,
             client_data,
             auth: None,
@@ -339,7 +357,7 @@ impl Session {
     fn authenticate(&mut self, callback: Option<i64>, token: &str) {
         let Some(state) = self.state.as_mut() else { return };
         let verified = state
-            .channel
+            .credentials
             .verifier
             .verify(token, Bearer::Socket(state.client_id.as_str()), unix_now());
         let verified = match verified {
@@ -355,9 +373,16 @@ impl Session {
         if state.auth.is_none() {
             crate::metrics::authenticated_changed(1.0);
         }
+        let user = verified
+            .data
+            .as_ref()
+            .and_then(|data| data.get("user"))
+            .and_then(Value::as_str)
+            .map(Arc::from);
         state.auth = Some(Auth {
             permissions: verified.permissions,
             exp: verified.exp,
+            user,
         });
         state.member = Arc::new(Member {
             id: state.client_id.clone(),
@@ -395,7 +420,7 @@ impl Session {
         self.send(protocol::error(texts::JWT_EXPIRED));
     }
 
-    fn subscribe(&mut self, callback: Option<i64>, room: &str, history_count: u32, history_since: Option<&str>) {
+    async fn subscribe(&mut self, callback: Option<i64>, room: &str, history_count: u32, history_since: Option<&str>) {
         let limits = &self.app.config.limits;
         let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
             return self.answer(callback, Some(texts::INVALID_ROOM));
@@ -420,10 +445,22 @@ impl Session {
             history_since,
             allowance: decision.history,
         };
-        let (handle, outcome) = state.channel.subscribe(&room, subscriber, request);
-        if outcome == Subscribed::New {
-            crate::metrics::subscriptions_changed(1.0);
-            state.subscriptions.rooms.insert(room, handle);
+        match self
+            .app
+            .broker
+            .subscribe(&state.channel, &room, subscriber, request)
+            .await
+        {
+            Ok(subscription) => {
+                if subscription.joined == Joined::New {
+                    crate::metrics::subscriptions_changed(1.0);
+                    state.subscriptions.rooms.insert(room, subscription.room);
+                }
+            }
+            Err(error) => {
+                debug!(%error, "subscribe failed");
+                self.answer(callback, Some(texts::UNAVAILABLE));
+            }
         }
     }
 
@@ -439,7 +476,7 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, callback: Option<i64>, room: &str, message: &serde_json::value::RawValue) {
+    async fn publish(&mut self, callback: Option<i64>, room: &str, message: &serde_json::value::RawValue) {
         let limits = &self.app.config.limits;
         let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
             return self.answer(callback, Some(texts::INVALID_ROOM));
@@ -453,12 +490,32 @@ impl Session {
             crate::metrics::refused("unauthorized");
             return self.answer(callback, Some(texts::UNAUTHORIZED));
         }
-        crate::metrics::published("websocket");
-        state
-            .channel
-            .publish(&room, message.to_owned(), Some(state.client_id.clone()));
-        if let Some(callback) = callback {
-            self.send(protocol::reply(callback, None));
+        let draft = Draft {
+            message: message.to_owned(),
+            client_id: Some(state.client_id.clone()),
+            user: state.auth.as_ref().and_then(|auth| auth.user.clone()),
+        };
+        let published = self
+            .app
+            .broker
+            .publish(&state.channel, &room, draft, Ack::Delivered)
+            .await;
+        match published {
+            Ok(_) => {
+                crate::metrics::published("websocket");
+                if let Some(callback) = callback {
+                    self.send(protocol::reply(callback, None));
+                }
+            }
+            Err(error) => {
+                crate::metrics::refused("unavailable");
+                debug!(%error, "publish failed");
+                let text = match error {
+                    EngineError::UnknownChannel => texts::UNKNOWN_CHANNEL,
+                    EngineError::Store(_) => texts::UNAVAILABLE,
+                };
+                self.answer(callback, Some(text));
+            }
         }
     }
 }
@@ -466,7 +523,7 @@ impl Session {
 impl Handshaken {
     /// The decision for publishing to `room`, computed once per (connection, room) and cached.
     fn decide(&mut self, room: &RoomName) -> Decision {
-        if !self.channel.config.require_auth {
+        if !self.credentials.config.require_auth {
             return Decision::OPEN;
         }
         match &self.auth {
@@ -478,7 +535,7 @@ impl Handshaken {
     /// The decision for a subscribe: not cached, because a subscribe happens once per
     /// room, and an idle subscriber should not carry a cache it never reads.
     fn decide_once(&self, room: &RoomName) -> Decision {
-        if !self.channel.config.require_auth {
+        if !self.credentials.config.require_auth {
             return Decision::OPEN;
         }
         match &self.auth {
@@ -498,6 +555,7 @@ impl Drop for Handshaken {
 
 /// The rooms one connection is subscribed to; leaves them all when dropped.
 struct Subscriptions {
+    app: Arc<App>,
     channel: Arc<Channel>,
     conn: ConnId,
     rooms: HashMap<RoomName, Arc<Room>>,
@@ -506,14 +564,14 @@ struct Subscriptions {
 impl Subscriptions {
     fn leave(&mut self, room: &RoomName) {
         if let Some(handle) = self.rooms.remove(room) {
-            self.channel.unsubscribe(&handle, self.conn);
+            self.app.broker.leave(&self.channel, &handle, self.conn);
             crate::metrics::subscriptions_changed(-1.0);
         }
     }
 
     fn leave_all(&mut self) {
         for (_, handle) in self.rooms.drain() {
-            self.channel.unsubscribe(&handle, self.conn);
+            self.app.broker.leave(&self.channel, &handle, self.conn);
             crate::metrics::subscriptions_changed(-1.0);
         }
     }

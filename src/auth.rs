@@ -1,0 +1,71 @@
+//! Channel credentials: each channel's settings, token verifier and token issuer,
+//! and the one minting path shared by `POST /auth` and `rookery token`.
+//!
+//! The broker never sees a secret: sessions and the REST API look a channel's
+//! credentials up here, decide, and hand the broker only what it needs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::{ChannelConfig, Config};
+use crate::token::{TokenIssuer, TokenVerifier, unix_now};
+
+/// Every channel's credentials, by channel id.
+pub struct Credentials {
+    channels: HashMap<String, Arc<ChannelAuth>>,
+}
+
+impl Credentials {
+    pub fn new(config: &Config) -> Credentials {
+        let channels = config
+            .channels
+            .iter()
+            .map(|c| (c.id.clone(), Arc::new(ChannelAuth::new(c.clone()))))
+            .collect();
+        Credentials { channels }
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&Arc<ChannelAuth>> {
+        self.channels.get(id)
+    }
+}
+
+/// One channel's settings and the keys to check and mint its tokens.
+pub struct ChannelAuth {
+    pub config: ChannelConfig,
+    pub verifier: TokenVerifier,
+    pub issuer: TokenIssuer,
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Minted {
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+impl ChannelAuth {
+    pub fn new(config: ChannelConfig) -> ChannelAuth {
+        ChannelAuth {
+            verifier: TokenVerifier::new(&config.id, config.secret.expose(), config.jwt_leeway_seconds),
+            issuer: TokenIssuer::new(&config.id, config.secret.expose()),
+            config,
+        }
+    }
+
+    /// Mints a token with the channel policy's rules rendered for `client`.
+    ///
+    /// `client` is `None` for REST tokens (no `client` claim; PROTOCOL.md §9);
+    /// `ttl_seconds` defaults to the channel's token lifetime.
+    pub fn mint(&self, client: Option<&str>, data: Option<&Value>, ttl_seconds: Option<u64>) -> Minted {
+        let permissions = self.config.policy.render(client.unwrap_or(""));
+        let expires_at = unix_now().saturating_add(ttl_seconds.unwrap_or(self.config.token_ttl_seconds));
+        Minted {
+            token: self.issuer.mint(client, data, &permissions, expires_at),
+            expires_at,
+        }
+    }
+}

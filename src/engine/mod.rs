@@ -1,0 +1,238 @@
+//! Storage and ordering of every room's messages: the engine seam.
+//!
+//! The engine owns, per room, its **epoch** and the **offset** of each message
+//! (a [`MessageId`] is assigned here, never by the caller), the history
+//! (`append`, `latest`, `since`), and the order in which messages reach the
+//! broker's fan-out: it calls [`Delivery::deliver`] once per message, in offset
+//! order per room. The broker is only fan-out; it never decides ids or order.
+//!
+//! [`Engine`] is an enum of backends rather than a trait object: the set of
+//! backends is closed (the embedded store here, Redis for several nodes), the
+//! hot path is statically dispatched, and `async fn`s need no boxed futures.
+//!
+//! Presence is local today: a room's members are its broker subscribers. A
+//! backend shared by several nodes adds remote members through this seam.
+//!
+//! # Layout
+//! - [`local`]: the single-node engine: per-room logs in memory while in use.
+//! - [`store`]: the embedded durable store (redb) with group commit, the
+//!   history byte bound and the age sweeper.
+
+pub mod local;
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use crate::ids::{ClientId, RoomName};
+use crate::protocol::Message;
+
+pub use self::store::{StoreError, StoreOptions};
+
+/// Where one message sits in its room's history: the room's epoch and the message's offset.
+///
+/// Offsets count one room's messages from 1; the epoch names one incarnation of
+/// the room's history, so an id from a lost store is never mistaken for one of
+/// today's messages.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
+/// Width of the zero-padded offset; 20 digits hold every `u64`, so ids of one
+/// room sort in publication order as plain strings.
+const OFFSET_DIGITS: usize = 20;
+
+impl MessageId {
+    /// Parses an id made by [`MessageId`]'s `Display`, or `None` if it is not one of ours.
+    pub fn parse(id: &str) -> Option<MessageId> {
+        let (epoch, offset) = id.rsplit_once('-')?;
+        if offset.len() != OFFSET_DIGITS || epoch.is_empty() {
+            return None;
+        }
+        Some(MessageId {
+            epoch: epoch.into(),
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:0width$}", self.epoch, self.offset, width = OFFSET_DIGITS)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A message before the engine has placed it.
+#[derive(Debug)]
+pub struct Draft {
+    pub message: Box<RawValue>,
+    /// The publisher; `None` for REST publishes.
+    pub client_id: Option<ClientId>,
+    /// The publisher's username when its token says so (PROTOCOL.md §11).
+    pub user: Option<Arc<str>>,
+}
+
+/// When a publish counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Delivered live; stored durably within the commit bound (WebSocket publishes).
+    Delivered,
+    /// Delivered and durably stored (REST publishes answer `200` only then).
+    Durable,
+}
+
+/// Receipt for one published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: MessageId,
+    /// Local subscribers it was handed to.
+    pub delivered: usize,
+}
+
+/// Which history a subscriber asked for, already bounded by its allowance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The latest `n` messages.
+    Latest(usize),
+    /// Messages after `after`, at most `limit` (the latest ones); the answer
+    /// says whether nothing after `after` is missing. An id that is not one of
+    /// ours (`None`) is never complete.
+    Since { after: Option<MessageId>, limit: usize },
+}
+
+/// What a history read found.
+#[derive(Debug, Default)]
+pub struct HistoryAnswer {
+    /// Oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// For [`HistoryQuery::Since`]: nothing after the given id is missing.
+    pub complete: bool,
+    /// The room's newest offset when the history was read: live messages up to
+    /// it are covered by this answer (or deliberately left out by its limit).
+    pub head: u64,
+}
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// The store failed; the message was not stored (it may have been delivered).
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The broker's side of the seam: hands a placed message to the room's local subscribers.
+pub trait Delivery: Send + Sync + 'static {
+    /// Delivers `message` to the local subscribers of its room; returns how many got it.
+    fn deliver(&self, channel: &str, message: &Arc<Message>) -> usize;
+}
+
+/// History limits of one channel.
+#[derive(Debug, Clone)]
+pub struct ChannelLimits {
+    pub id: String,
+    /// Messages kept per room.
+    pub history_size: usize,
+    pub history_max_age_seconds: u64,
+    /// Stored bytes of the whole channel before least recently used rooms are dropped.
+    pub history_max_bytes: u64,
+}
+
+/// The storage and ordering backend of this server.
+pub enum Engine {
+    /// One node, history in the embedded store.
+    Local(local::LocalEngine),
+}
+
+impl Engine {
+    /// Opens the single-node engine on the embedded store.
+    pub fn local(
+        channels: Vec<ChannelLimits>,
+        store: StoreOptions,
+        delivery: Arc<dyn Delivery>,
+    ) -> Result<Engine, StoreError> {
+        Ok(Engine::Local(local::LocalEngine::open(channels, store, delivery)?))
+    }
+
+    /// Places, delivers and stores one message.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        room: &RoomName,
+        draft: Draft,
+        ack: Ack,
+    ) -> Result<Published, EngineError> {
+        match self {
+            Engine::Local(engine) => engine.publish(channel, room, draft, ack).await,
+        }
+    }
+
+    /// Reads a room's history.
+    pub async fn history(
+        &self,
+        channel: &str,
+        room: &RoomName,
+        query: HistoryQuery,
+    ) -> Result<HistoryAnswer, EngineError> {
+        match self {
+            Engine::Local(engine) => engine.history(channel, room, query),
+        }
+    }
+
+    /// A subscriber arrived: keep the room's log in memory while it is in use.
+    pub fn hold(&self, channel: &str, room: &RoomName) {
+        match self {
+            Engine::Local(engine) => engine.hold(channel, room),
+        }
+    }
+
+    /// A subscriber left: the room's log may leave memory (its history stays stored).
+    pub fn release(&self, channel: &str, room: &RoomName) {
+        match self {
+            Engine::Local(engine) => engine.release(channel, room),
+        }
+    }
+
+    /// Rooms whose logs are in memory (a debug figure, also exported as a metric).
+    pub fn rooms_in_memory(&self) -> usize {
+        match self {
+            Engine::Local(engine) => engine.rooms_in_memory(),
+        }
+    }
+
+    /// Makes everything appended so far durable; called on shutdown.
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        match self {
+            Engine::Local(engine) => engine.flush().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_sort_in_offset_order_and_round_trip() {
+        let id = |offset| MessageId {
+            epoch: "ep0ch".into(),
+            offset,
+        };
+        assert!(id(9).to_string() < id(10).to_string());
+        assert_eq!(MessageId::parse(&id(10).to_string()), Some(id(10)));
+        assert_eq!(MessageId::parse("nonsense"), None);
+        assert_eq!(MessageId::parse("e-12"), None);
+        assert_eq!(MessageId::parse("-00000000000000000001"), None);
+    }
+}
