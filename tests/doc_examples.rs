@@ -11,8 +11,9 @@
 //!   arguments and no configuration, exactly as `cargo run --release` starts
 //!   it. Each block must contain at least one `# → PATTERN` comment: the
 //!   block's stdout must contain its patterns, in order; `…` in a pattern
-//!   matches anything within a line. The one rewrite: `127.0.0.1:8080` and
-//!   `localhost:8080` become the test server's address.
+//!   matches anything within a line. The one rewrite: in the commands (not in
+//!   the patterns), `127.0.0.1:8080` and `localhost:8080` become the test
+//!   server's address.
 //! - ```` ```sh no-run ````: builds, installs, the test suite and starting the
 //!   server. Not run, but every command in it must be one of [`NOT_RUN`], so
 //!   that an example cannot be hidden there.
@@ -385,6 +386,7 @@ fn run_shell_examples(document: &Path) {
             "{name}:{}: a runnable block needs a `# → …` line saying what it prints",
             block.line
         );
+        // Only the commands are rewritten: the patterns are matched as written.
         let text = block
             .text
             .replace("127.0.0.1:8080", &server.addr)
