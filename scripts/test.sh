@@ -4,7 +4,8 @@
 # package registries reachable (apt, npm, PyPI, crates.io): it installs what is
 # missing, then runs, stopping at the first failing stage:
 #
-#   rustfmt check, clippy (-D warnings), cargo test, cargo build (target/debug/rookery),
+#   rustfmt check, clippy (-D warnings), cargo test (with tests/doc_examples.rs, which
+#   runs the shell examples of README.md and docs/ with curl), cargo build (target/debug/rookery),
 #   the Node tests (tests/js: compat/ with the official scaledrone-node client,
 #   browser/ with playwright-core + Debian's chromium), and the Python REST tests
 #   (tests/python, official `scaledrone` client, in .venv).
@@ -77,6 +78,11 @@ for tool in cargo node npm python3; do
 done
 cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing (rustup component add rustfmt)"
 cargo clippy --version >/dev/null 2>&1 || die "clippy is missing (rustup component add clippy)"
+# tests/doc_examples.rs runs the docs' curl examples.
+if ! command -v curl >/dev/null 2>&1; then
+  echo "installing curl for the documentation examples"
+  apt_install curl
+fi
 if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium for the browser tests"
   apt_install chromium

@@ -459,6 +459,45 @@ fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelC
     })
 }
 
+/// The startup log lines that tell a newcomer how to use the development channel:
+/// its id, where its secret is kept, and a `curl` that publishes, ready to paste.
+///
+/// The secret itself is never logged: the `curl` line reads it from `file` with
+/// `grep`, so it works from the directory the server was started in.
+pub fn dev_channel_hints(channel_id: &str, file: &Path, listening: SocketAddr) -> [String; 3] {
+    let mut url = listening;
+    // A wildcard address is where the server listens, not where a client connects.
+    if url.ip().is_unspecified() {
+        url.set_ip(match url.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let file_arg = shell_quote(&file.display().to_string());
+    [
+        format!(
+            "development channel {channel_id}: its id and secret are in {} (configure [[channel]] tables for production)",
+            file.display()
+        ),
+        format!("chat page: open http://{url}/ in two browser windows"),
+        format!(
+            "try it: curl -u \"{channel_id}:$(grep ^secret {file_arg} | cut -d'\"' -f2)\" \
+             -H 'Content-Type: application/json' -d '{{\"text\":\"hello\"}}' \
+             http://{url}/api/{channel_id}/observable-room/publish"
+        ),
+    ]
+}
+
+/// Quotes `text` for a POSIX shell: plain paths stay as they are, anything else is single-quoted.
+fn shell_quote(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 /// Reads the development channel's credentials, creating them on first start.
 fn load_or_create_dev_channel(data_dir: &Path) -> Result<(DevChannel, PathBuf), String> {
     let path = data_dir.join("dev-channel.toml");
@@ -512,6 +551,27 @@ mod tests {
         assert_eq!(first.auth_channel, first.channels[0].id);
         assert_eq!(first.dev_channel_file, Some(dir.join("dev-channel.toml")));
         assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn dev_channel_hints_name_the_file_and_a_reachable_url() {
+        let hints = dev_channel_hints(
+            "devAbc",
+            Path::new("data/dev-channel.toml"),
+            "0.0.0.0:8080".parse().unwrap(),
+        );
+        assert!(
+            hints[0].contains("devAbc") && hints[0].contains("data/dev-channel.toml"),
+            "{hints:?}"
+        );
+        assert!(hints[1].contains("http://127.0.0.1:8080/"), "{hints:?}");
+        assert!(
+            hints[2].ends_with("http://127.0.0.1:8080/api/devAbc/observable-room/publish"),
+            "{hints:?}"
+        );
+        let quoted = dev_channel_hints("d", Path::new("my data/it's.toml"), "[::]:80".parse().unwrap());
+        assert!(quoted[2].contains(r"'my data/it'\''s.toml'"), "{quoted:?}");
+        assert!(quoted[2].contains("http://[::1]:80/"), "{quoted:?}");
     }
 
     #[test]

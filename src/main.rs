@@ -101,14 +101,16 @@ fn main() -> Result<()> {
 fn serve(config: Config) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = rookery::server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            rookery::server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let address = listener.local_addr()?;
-        if let Some(file) = &config.dev_channel_file {
-            let dev = &config.channels[0];
-            tracing::info!(channel = %dev.id, credentials = %file.display(), "development channel (id and secret kept in this file)");
-        }
         // Scripts and tests wait for this line on stdout.
         println!("rookery listening on http://{address}");
+        if let Some(file) = &config.dev_channel_file {
+            for line in rookery::config::dev_channel_hints(&config.channels[0].id, file, address) {
+                tracing::info!("{line}");
+            }
+        }
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
         rookery::server::run(listener, config, shutdown).await?;
