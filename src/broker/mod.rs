@@ -343,3 +343,314 @@ impl RoomTable {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::value::RawValue;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::engine::{ChannelLimits, StoreOptions};
+    use crate::protocol::Member;
+
+    const CHANNEL: &str = "c";
+
+    fn broker(history_size: usize) -> Broker {
+        let fanout = FanOut::new([CHANNEL.to_owned()]);
+        let limits = ChannelLimits {
+            id: CHANNEL.into(),
+            history_size,
+            history_max_age_seconds: 3600,
+            history_max_bytes: 1 << 20,
+        };
+        let options = StoreOptions {
+            path: None,
+            commit_wait: Duration::ZERO,
+            commit_max_messages: 64,
+            fsync: false,
+            sweep_interval: Duration::from_secs(3600),
+        };
+        Broker::new(fanout.clone(), Engine::local(vec![limits], options, fanout).unwrap())
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name, 256).unwrap()
+    }
+
+    struct Conn {
+        id: ConnId,
+        outbox: Outbox,
+        reader: OutboxReader,
+        member: Arc<Member>,
+    }
+
+    impl Conn {
+        fn new(id: ConnId) -> Conn {
+            let (outbox, reader) = Outbox::new(4096);
+            let member = Arc::new(Member {
+                id: ClientId::generate("t"),
+                auth_data: Some(json!({ "n": id })),
+                client_data: None,
+            });
+            Conn {
+                id,
+                outbox,
+                reader,
+                member,
+            }
+        }
+
+        fn subscriber(&self) -> Subscriber {
+            Subscriber {
+                outbox: self.outbox.clone(),
+                member: Arc::clone(&self.member),
+            }
+        }
+
+        fn request(&self, callback: i64, history_count: u32, allowance: u32) -> SubscribeRequest<'static> {
+            SubscribeRequest {
+                conn: self.id,
+                callback: Some(callback),
+                history_count,
+                history_since: None,
+                allowance,
+            }
+        }
+
+        /// Every frame queued so far, parsed.
+        fn frames(&mut self) -> Vec<Value> {
+            let mut batch = Vec::new();
+            self.reader.take(&mut batch);
+            batch
+                .iter()
+                .map(|f| serde_json::from_str(f.as_str()).unwrap())
+                .collect()
+        }
+    }
+
+    fn kinds(frames: &[Value]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f.get("type") {
+                Some(kind) => kind.as_str().unwrap().to_owned(),
+                None => format!("reply {}", f["callback"]),
+            })
+            .collect()
+    }
+
+    async fn publish(broker: &Broker, room: &RoomName, text: &str) -> Published {
+        let channel = broker.channel(CHANNEL).unwrap();
+        let draft = Draft {
+            message: RawValue::from_string(format!("{text:?}")).unwrap(),
+            client_id: None,
+            user: None,
+        };
+        broker.publish(channel, room, draft, Ack::Durable).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_subscriber_gets_reply_members_history_then_live_and_others_one_join() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("observable-r");
+        publish(&broker, &room, "old").await;
+        let mut a = Conn::new(1);
+        let mut b = Conn::new(2);
+        broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(1, 0, 100))
+            .await
+            .unwrap();
+        assert_eq!(kinds(&a.frames()), ["reply 1", "observable_members"]);
+        broker
+            .subscribe(&channel, &room, b.subscriber(), b.request(7, 10, 100))
+            .await
+            .unwrap();
+        publish(&broker, &room, "new").await;
+        let frames = b.frames();
+        assert_eq!(
+            kinds(&frames),
+            ["reply 7", "observable_members", "history_message", "publish"]
+        );
+        assert_eq!(frames[1]["data"].as_array().unwrap().len(), 2);
+        assert_eq!(frames[2]["message"], "old");
+        assert_eq!(frames[3]["message"], "new");
+        // A got one join about B (never about itself), then the live message.
+        assert_eq!(kinds(&a.frames()), ["observable_member_join", "publish"]);
+    }
+
+    #[tokio::test]
+    async fn subscribing_twice_is_idempotent() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("observable-r");
+        let mut a = Conn::new(1);
+        let first = broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(1, 0, 0))
+            .await
+            .unwrap();
+        let again = broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(2, 0, 0))
+            .await
+            .unwrap();
+        assert_eq!((first.joined, again.joined), (Joined::New, Joined::Already));
+        a.frames();
+        let delivered = publish(&broker, &room, "once").await.delivered;
+        assert_eq!(delivered, 1);
+        assert_eq!(kinds(&a.frames()), ["publish"]);
+        assert_eq!(channel.room_members(&room).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn history_is_clamped_by_request_allowance_and_the_cap() {
+        let broker = broker(200);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("r");
+        for i in 0..150 {
+            publish(&broker, &room, &i.to_string()).await;
+        }
+        let history = |frames: Vec<Value>| frames.into_iter().filter(|f| f["type"] == "history_message").count();
+        let mut c = Conn::new(1);
+        // Asked 5, allowed 100: 5.
+        broker
+            .subscribe(&channel, &room, c.subscriber(), c.request(1, 5, 100))
+            .await
+            .unwrap();
+        assert_eq!(history(c.frames()), 5);
+        let mut d = Conn::new(2);
+        // Asked 50, allowed 3: 3, the latest, index 0 the oldest of them.
+        broker
+            .subscribe(&channel, &room, d.subscriber(), d.request(1, 50, 3))
+            .await
+            .unwrap();
+        let frames = d.frames();
+        let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "history_message").collect();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(
+            (&messages[0]["message"], &messages[0]["index"]),
+            (&json!("147"), &json!(0))
+        );
+        let mut e = Conn::new(3);
+        // Asked 150, allowed 150: capped at 100.
+        broker
+            .subscribe(&channel, &room, e.subscriber(), e.request(1, 150, 150))
+            .await
+            .unwrap();
+        assert_eq!(history(e.frames()), MAX_HISTORY_PER_SUBSCRIBE);
+    }
+
+    #[tokio::test]
+    async fn ids_count_per_room_and_recovery_is_exact() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let (a, b) = (room("a"), room("b"));
+        let first = publish(&broker, &a, "1").await.id;
+        publish(&broker, &b, "x").await;
+        let second = publish(&broker, &a, "2").await.id;
+        // Another room's traffic does not show in this room's offsets.
+        assert_eq!((first.offset, second.offset), (1, 2));
+        publish(&broker, &a, "3").await;
+        let mut c = Conn::new(1);
+        let since = first.to_string();
+        let request = SubscribeRequest {
+            history_since: Some(&since),
+            ..c.request(4, 0, 100)
+        };
+        broker.subscribe(&channel, &a, c.subscriber(), request).await.unwrap();
+        let frames = c.frames();
+        assert_eq!(frames[0], json!({"callback": 4, "recovered": true}));
+        let texts: Vec<&Value> = frames[1..].iter().map(|f| &f["message"]).collect();
+        assert_eq!(texts, [&json!("2"), &json!("3")]);
+        // An id of another epoch is never recovered.
+        let mut d = Conn::new(2);
+        let foreign = MessageId {
+            epoch: "other".into(),
+            offset: 1,
+        }
+        .to_string();
+        let request = SubscribeRequest {
+            history_since: Some(&foreign),
+            ..d.request(5, 0, 100)
+        };
+        broker.subscribe(&channel, &a, d.subscriber(), request).await.unwrap();
+        assert_eq!(d.frames()[0], json!({"callback": 5, "recovered": false}));
+    }
+
+    #[tokio::test]
+    async fn live_messages_while_catching_up_are_neither_lost_nor_duplicated() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("r");
+        publish(&broker, &room, "1").await;
+        let mut c = Conn::new(1);
+        // Join by hand, publish while catching up, then catch up with a history
+        // read that already contains one of the buffered messages.
+        let handle = channel.rooms.get_or_create(&room);
+        handle.join(c.id, c.subscriber()).unwrap();
+        publish(&broker, &room, "2").await;
+        let answer = broker
+            .engine()
+            .history(CHANNEL, &room, HistoryQuery::Latest(10))
+            .await
+            .unwrap();
+        publish(&broker, &room, "3").await;
+        handle.catch_up(c.id, Some(protocol::reply(1, None)), &answer.messages, answer.head);
+        let frames = c.frames();
+        let shown: Vec<(&Value, &Value)> = frames[1..].iter().map(|f| (&f["type"], &f["message"])).collect();
+        assert_eq!(
+            shown,
+            [
+                (&json!("history_message"), &json!("1")),
+                (&json!("history_message"), &json!("2")),
+                (&json!("publish"), &json!("3")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_emptied_room_is_retired_and_a_late_lookup_gets_a_fresh_one() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("observable-r");
+        let a = Conn::new(1);
+        let sub = broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(1, 0, 0))
+            .await
+            .unwrap();
+        // A lookup that raced with the last leave still holds the old room.
+        let stale = channel.rooms.get(&room).unwrap();
+        assert!(broker.leave(&channel, &sub.room, a.id));
+        assert_eq!(channel.room_count(), 0);
+        let b = Conn::new(2);
+        assert!(matches!(stale.join(b.id, b.subscriber()), Err(room::RoomRemoved)));
+        // Subscribing again goes to a new room that does receive messages.
+        broker
+            .subscribe(&channel, &room, b.subscriber(), b.request(1, 0, 0))
+            .await
+            .unwrap();
+        assert_eq!(publish(&broker, &room, "hi").await.delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn engine_logs_follow_subscribers_not_history() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        for i in 0..50 {
+            publish(&broker, &room(&format!("private-room-{i}")), "x").await;
+        }
+        // Durable publishes are committed, so nothing pins those rooms.
+        assert_eq!(broker.engine().rooms_in_memory(), 0);
+        let a = Conn::new(1);
+        let sub = broker
+            .subscribe(&channel, &room("private-room-7"), a.subscriber(), a.request(1, 10, 10))
+            .await
+            .unwrap();
+        assert_eq!(broker.engine().rooms_in_memory(), 1);
+        broker.leave(&channel, &sub.room, a.id);
+        assert_eq!(broker.engine().rooms_in_memory(), 0);
+        // The history stayed in the store.
+        let history = broker.history(&channel, &room("private-room-7"), 10).await.unwrap();
+        assert_eq!(history.len(), 1);
+    }
+}

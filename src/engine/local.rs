@@ -431,3 +431,203 @@ fn answer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    struct Nobody;
+    impl Delivery for Nobody {
+        fn deliver(&self, _: &str, _: &Arc<Message>) -> usize {
+            0
+        }
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("rookery-engine-{}", random_alphanumeric(10)));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn store(&self) -> PathBuf {
+            self.0.join("store.redb")
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn limits(history_size: usize, max_bytes: u64) -> ChannelLimits {
+        ChannelLimits {
+            id: "c".into(),
+            history_size,
+            history_max_age_seconds: 3600,
+            history_max_bytes: max_bytes,
+        }
+    }
+
+    fn options(path: Option<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            path,
+            commit_wait: Duration::from_millis(1),
+            commit_max_messages: 100,
+            fsync: true,
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+
+    fn open(path: &TempDir, limits: ChannelLimits) -> LocalEngine {
+        LocalEngine::open(vec![limits], options(Some(path.store())), Arc::new(Nobody)).unwrap()
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name, 256).unwrap()
+    }
+
+    async fn publish(engine: &LocalEngine, room: &RoomName, text: &str) -> MessageId {
+        let draft = Draft {
+            message: RawValue::from_string(format!("{text:?}")).unwrap(),
+            client_id: Some(ClientId::restore("n:abc")),
+            user: Some("alice".into()),
+        };
+        engine.publish("c", room, draft, Ack::Durable).await.unwrap().id
+    }
+
+    fn texts(answer: &HistoryAnswer) -> Vec<String> {
+        answer.messages.iter().map(|m| m.message.get().to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn history_epochs_and_offsets_survive_a_restart() {
+        let dir = TempDir::new();
+        let room = room("r");
+        let (first, last) = {
+            let engine = open(&dir, limits(3, 1 << 20));
+            let first = publish(&engine, &room, "1").await;
+            for i in 2..=4 {
+                publish(&engine, &room, &i.to_string()).await;
+            }
+            let last = publish(&engine, &room, "5").await;
+            (first, last)
+        };
+        let engine = open(&dir, limits(3, 1 << 20));
+        let latest = engine.history("c", &room, HistoryQuery::Latest(10)).unwrap();
+        assert_eq!(texts(&latest), ["\"3\"", "\"4\"", "\"5\""]);
+        assert_eq!(latest.messages[0].user.as_deref(), Some("alice"));
+        assert_eq!(latest.messages[0].client_id.as_ref().unwrap().as_str(), "n:abc");
+        let next = publish(&engine, &room, "6").await;
+        assert_eq!((next.epoch.clone(), next.offset), (last.epoch.clone(), 6));
+        // Recovery from 4: complete; from 1: 2 was trimmed, so not.
+        let after_four = MessageId {
+            offset: 4,
+            ..last.clone()
+        };
+        let since = engine
+            .history(
+                "c",
+                &room,
+                HistoryQuery::Since {
+                    after: Some(after_four),
+                    limit: 100,
+                },
+            )
+            .unwrap();
+        assert!(since.complete);
+        assert_eq!(texts(&since), ["\"5\"", "\"6\""]);
+        let since_first = engine
+            .history(
+                "c",
+                &room,
+                HistoryQuery::Since {
+                    after: Some(first),
+                    limit: 100,
+                },
+            )
+            .unwrap();
+        assert!(!since_first.complete);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_drops_least_recently_used_rooms_first() {
+        let dir = TempDir::new();
+        // Each room costs its overhead plus ~45 bytes a message: three rooms fit, four do not.
+        let engine = open(&dir, limits(100, 3 * (256 + 2 * 80)));
+        let (a, b, c, d) = (room("a"), room("b"), room("c"), room("d"));
+        for r in [&a, &b, &c] {
+            publish(&engine, r, "x").await;
+        }
+        // `a` is used again, so `b` is now the least recently used.
+        publish(&engine, &a, "y").await;
+        publish(&engine, &d, "z").await;
+        let stored = |r: &RoomName| engine.history("c", r, HistoryQuery::Latest(10)).unwrap().messages.len();
+        assert_eq!(stored(&b), 0, "b was the least recently used");
+        assert_eq!((stored(&a), stored(&c), stored(&d)), (2, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_is_set_aside_and_starts_new_epochs() {
+        let dir = TempDir::new();
+        std::fs::write(dir.store(), b"this is not a database, it is a shopping list").unwrap();
+        let engine = open(&dir, limits(10, 1 << 20));
+        let id = publish(&engine, &room("r"), "1").await;
+        assert_eq!(id.offset, 1);
+        let aside = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("unusable"));
+        assert!(aside, "the unreadable file is kept for inspection");
+    }
+
+    #[tokio::test]
+    async fn a_store_held_by_another_engine_is_a_clear_error() {
+        let dir = TempDir::new();
+        let _first = open(&dir, limits(10, 1 << 20));
+        let second = LocalEngine::open(vec![limits(10, 1 << 20)], options(Some(dir.store())), Arc::new(Nobody));
+        assert!(matches!(second, Err(StoreError::Locked(_))));
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_prunes_expired_messages_without_a_read() {
+        let dir = TempDir::new();
+        let store = Store::open(
+            StoreOptions {
+                sweep_interval: Duration::from_millis(20),
+                ..options(Some(dir.store()))
+            },
+            &[limits(10, 1 << 20)],
+        )
+        .unwrap();
+        store.start(Box::new(|_| {})).unwrap();
+        let key: Arc<str> = store::room_key("c", "r").into();
+        let raw = RawValue::from_string("1".into()).unwrap();
+        for (offset, timestamp) in [(1, unix_now() - 7200), (2, unix_now())] {
+            store
+                .append(Append {
+                    room_key: Arc::clone(&key),
+                    epoch: "e".into(),
+                    offset,
+                    lost: 0,
+                    value: store::encode_record(timestamp, &raw, None, None),
+                    ack: None,
+                })
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while store.latest(&key, 10).unwrap().len() == 2 {
+            assert!(std::time::Instant::now() < deadline, "the sweep never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = store.latest(&key, 10).unwrap();
+        assert_eq!(left.iter().map(|m| m.offset).collect::<Vec<_>>(), [2]);
+        assert_eq!(store.room(&key).unwrap().unwrap().lost, 1);
+    }
+}

@@ -215,6 +215,7 @@ pub struct Store {
     writer: Mutex<Option<mpsc::Sender<Op>>>,
     /// Handed to the writer thread when it starts.
     pending: Mutex<Option<(mpsc::Receiver<Op>, WriterConfig)>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct WriterConfig {
@@ -228,7 +229,11 @@ impl Store {
     /// a file held by another process is an error.
     pub fn open(options: StoreOptions, channels: &[ChannelLimits]) -> Result<Store, StoreError> {
         let db = match &options.path {
-            None => Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?,
+            None => {
+                let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+                stamp_schema(&db)?;
+                db
+            }
             Some(path) => open_file(path)?,
         };
         let (tx, rx) = mpsc::channel();
@@ -237,6 +242,7 @@ impl Store {
             db: Arc::new(db),
             writer: Mutex::new(Some(tx)),
             pending: Mutex::new(Some((rx, WriterConfig { options, channels }))),
+            thread: Mutex::new(None),
         })
     }
 
@@ -246,9 +252,10 @@ impl Store {
             return Ok(());
         };
         let mut writer = Writer::new(Arc::clone(&self.db), config, listener)?;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("rookery-store".into())
             .spawn(move || writer.run(rx))?;
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok(())
     }
 
@@ -315,8 +322,14 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // Closing the queue lets the writer commit what it holds and exit.
+        // Closing the queue lets the writer commit what it holds and exit;
+        // waiting for it releases the database file before anyone reopens it.
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The writer itself may drop the last handle (through its listener): never join oneself.
+        if let Some(thread) = thread.filter(|t| t.thread().id() != std::thread::current().id()) {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -466,13 +479,14 @@ impl Writer {
         } else if appends > 0 {
             crate::metrics::store_committed(appends, started.elapsed());
         }
-        for ack in acks {
-            let _ = ack.send(result.clone());
-        }
         if !report.evicted.is_empty() {
             crate::metrics::history_evicted(report.evicted.len());
         }
+        // The engine's bookkeeping first, so that whoever awaits an ack sees it done.
         (self.listener)(report);
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
     }
 
     fn write(
