@@ -573,6 +573,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_rooms_under_a_byte_bound_keep_the_newest() {
+        let dir = TempDir::new();
+        let engine = open(&dir, limits(100, 20_000));
+        let body = "x".repeat(200);
+        for i in 0..300 {
+            publish(&engine, &room(&format!("p-{i}")), &body).await;
+        }
+        let stored = |r: &str| {
+            engine
+                .history("c", &room(r), HistoryQuery::Latest(10))
+                .unwrap()
+                .messages
+                .len()
+        };
+        let kept: Vec<usize> = (0..300).filter(|i| stored(&format!("p-{i}")) == 1).collect();
+        assert!(kept.contains(&299), "kept {kept:?}");
+        assert!(!kept.contains(&0));
+    }
+
+    #[tokio::test]
     async fn an_unreadable_store_is_set_aside_and_starts_new_epochs() {
         let dir = TempDir::new();
         std::fs::write(dir.store(), b"this is not a database, it is a shopping list").unwrap();

@@ -3,5 +3,6 @@
 mod util;
 
 mod chat;
+mod durability;
 mod ops;
 mod rest;
