@@ -918,4 +918,214 @@ mod tests {
             json!({"type":"observable_members","room":"observable-room","data":[{"id":member.id.as_str(),"authData":{"name":"misty_moon"}}]})
         );
     }
+
+    /// Property tests: decoding never panics, whatever arrives, and what it
+    /// accepts or refuses is consistent with what was sent.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const TEXTS: [&str; 4] = [
+            "Malformed frame",
+            "Unknown frame type",
+            "Message too large",
+            "Message too deeply nested",
+        ];
+
+        /// JSON values without floats (whose text serde_json may not reproduce digit for digit).
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<String>().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(6, 48, 5, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                    prop::collection::vec((any::<String>(), inner), 0..5)
+                        .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Text made of JSON's punctuation and a few meaningful words, which reaches
+        /// far more of the scanners' states than arbitrary Unicode does.
+        fn json_ish() -> impl Strategy<Value = String> {
+            let token = prop_oneof![
+                Just("{"),
+                Just("}"),
+                Just("["),
+                Just("]"),
+                Just("\""),
+                Just("\\"),
+                Just(":"),
+                Just(","),
+                Just(" "),
+                Just("\"callback\""),
+                Just("\"type\""),
+                Just("\"publish\""),
+                Just("\"room\""),
+                Just("\"message\""),
+                Just("-"),
+                Just("0"),
+                Just("17"),
+                Just("1e3"),
+                Just("null"),
+            ];
+            prop::collection::vec(token, 0..48).prop_map(|tokens| tokens.concat())
+        }
+
+        /// A request as a client would send it.
+        fn inbound_text() -> impl Strategy<Value = String> {
+            let quoted = |text: &String| Value::from(text.as_str()).to_string();
+            let callback = prop::option::of(any::<i64>());
+            let request = prop_oneof![
+                (
+                    any::<String>(),
+                    prop::option::of(json_value().prop_filter("null is absent", |v| !v.is_null()))
+                )
+                    .prop_map(move |(channel, data)| {
+                        let data = data.map(|d| format!(r#","client_data":{d}"#)).unwrap_or_default();
+                        format!(r#""type":"handshake","channel":{}{data}"#, quoted(&channel))
+                    }),
+                any::<String>().prop_map(move |token| format!(r#""type":"authenticate","token":{}"#, quoted(&token))),
+                (any::<String>(), any::<u32>(), prop::option::of(any::<String>())).prop_map(
+                    move |(room, count, since)| {
+                        let since = since
+                            .map(|s| format!(r#","history_since":{}"#, quoted(&s)))
+                            .unwrap_or_default();
+                        format!(
+                            r#""type":"subscribe","room":{},"history_count":{count}{since}"#,
+                            quoted(&room)
+                        )
+                    }
+                ),
+                any::<String>().prop_map(move |room| format!(r#""type":"unsubscribe","room":{}"#, quoted(&room))),
+                (any::<String>(), json_value()).prop_map(move |(room, message)| {
+                    format!(r#""type":"publish","room":{},"message":{message}"#, quoted(&room))
+                }),
+            ];
+            (request, callback).prop_map(|(fields, callback)| match callback {
+                Some(callback) => format!(r#"{{{fields},"callback":{callback}}}"#),
+                None => format!("{{{fields}}}"),
+            })
+        }
+
+        /// Encodes a decoded request again, the way a client would.
+        fn encode_request(inbound: &Inbound) -> String {
+            let quoted = |text: &str| Value::from(text).to_string();
+            let fields = match &inbound.request {
+                Request::Handshake { channel, client_data } => {
+                    let data = client_data.as_ref().map(|d| format!(r#","client_data":{d}"#));
+                    format!(
+                        r#""type":"handshake","channel":{}{}"#,
+                        quoted(channel),
+                        data.unwrap_or_default()
+                    )
+                }
+                Request::Authenticate { token } => format!(r#""type":"authenticate","token":{}"#, quoted(token)),
+                Request::Subscribe {
+                    room,
+                    history_count,
+                    history_since,
+                } => {
+                    let since = history_since
+                        .as_ref()
+                        .map(|s| format!(r#","history_since":{}"#, quoted(s)));
+                    format!(
+                        r#""type":"subscribe","room":{},"history_count":{history_count}{}"#,
+                        quoted(room),
+                        since.unwrap_or_default()
+                    )
+                }
+                Request::Unsubscribe { room } => format!(r#""type":"unsubscribe","room":{}"#, quoted(room)),
+                Request::Publish { room, message } => {
+                    format!(
+                        r#""type":"publish","room":{},"message":{}"#,
+                        quoted(room),
+                        message.get()
+                    )
+                }
+            };
+            match inbound.callback {
+                Some(callback) => format!(r#"{{{fields},"callback":{callback}}}"#),
+                None => format!("{{{fields}}}"),
+            }
+        }
+
+        fn check_error(error: DecodeError) {
+            let expected = match error {
+                DecodeError::Malformed { .. } => TEXTS[0],
+                DecodeError::UnknownType { .. } => TEXTS[1],
+                DecodeError::TooLarge { .. } => TEXTS[2],
+                DecodeError::TooDeep { .. } => TEXTS[3],
+            };
+            assert_eq!(error.text(), expected);
+        }
+
+        fn limits() -> FrameLimits {
+            FrameLimits {
+                max_bytes: 64 * 1024,
+                max_depth: 3,
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in any::<String>()) {
+                if let Err(error) = decode_within(&text, limits()) {
+                    check_error(error);
+                }
+                let _ = peek_callback(&text);
+                let _ = nesting_exceeds(&text, 3);
+            }
+
+            #[test]
+            fn json_like_text_never_panics(text in json_ish()) {
+                if let Err(error) = decode_within(&text, limits()) {
+                    check_error(error);
+                }
+                // Whatever the peek reads, serde must agree where it can parse the frame.
+                if let (Some(peeked), Ok(Value::Object(object))) = (peek_callback(&text), serde_json::from_str::<Value>(&text)) {
+                    prop_assert_eq!(object.get("callback").and_then(Value::as_i64), Some(peeked));
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    let _ = decode_within(text, limits());
+                }
+                let _ = peek_callback(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn an_integer_callback_is_always_echoed(value in json_value(), callback in any::<i64>(), tiny in any::<bool>()) {
+                let mut frame = match value {
+                    Value::Object(object) => object,
+                    other => [("message".to_owned(), other)].into_iter().collect(),
+                };
+                frame.insert("callback".into(), callback.into());
+                let text = Value::Object(frame).to_string();
+                let limits = if tiny { FrameLimits { max_bytes: text.len() / 2, max_depth: 3 } } else { limits() };
+                if let Err(error) = decode_within(&text, limits) {
+                    check_error(error);
+                    prop_assert_eq!(error.callback(), Some(callback), "{}", text);
+                }
+            }
+
+            #[test]
+            fn requests_survive_a_round_trip(text in inbound_text()) {
+                let unlimited = FrameLimits { max_bytes: usize::MAX, max_depth: 64 };
+                let inbound = decode_within(&text, unlimited);
+                prop_assert!(inbound.is_ok(), "{} -> {:?}", text, inbound);
+                let inbound = inbound.unwrap();
+                let again = encode_request(&inbound);
+                prop_assert_eq!(decode(&again), Ok(inbound));
+            }
+        }
+    }
 }

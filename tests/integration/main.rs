@@ -3,5 +3,6 @@
 mod util;
 
 mod chat;
+mod hostile;
 mod ops;
 mod rest;
