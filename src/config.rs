@@ -84,7 +84,8 @@ pub struct Limits {
     pub control_burst: u32,
     /// Longest handshake `client_data`, in bytes of compact JSON.
     pub max_client_data_bytes: usize,
-    /// Deepest JSON nesting of a message or `client_data` (serde_json itself stops at 128).
+    /// Deepest JSON nesting of a message or `client_data`. Checked before parsing;
+    /// above about 126 serde_json's own limit refuses frames first (as malformed).
     pub max_json_depth: usize,
     /// Seconds a new connection has to complete its handshake.
     pub handshake_timeout_seconds: u64,

@@ -353,7 +353,8 @@ impl Session {
 
     /// Takes a token of the control rate limit, or refuses the request (which is then not applied).
     fn control_allowed(&mut self, callback: Option<i64>) -> bool {
-        let allowed = self.state.as_mut().is_some_and(|state| state.control_rate.try_take());
+        // Before the handshake there is no bucket, and the handlers refuse the request anyway.
+        let allowed = self.state.as_mut().is_none_or(|state| state.control_rate.try_take());
         if !allowed {
             crate::metrics::refused("rate_limit");
             self.answer(callback, Some(texts::RATE_LIMITED));
