@@ -89,7 +89,7 @@ fn fanout(c: &mut Criterion) {
     let room = RoomName::parse("bench-room", 256).unwrap();
     let mut readers = Vec::with_capacity(SUBSCRIBERS);
     for conn in 0..SUBSCRIBERS as u64 {
-        let (outbox, reader) = Outbox::new(4096);
+        let (outbox, reader) = Outbox::new(4096, 4 << 20);
         let member = Arc::new(Member {
             id: ClientId::generate("r3k"),
             auth_data: None,

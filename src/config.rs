@@ -75,6 +75,18 @@ pub struct Limits {
     pub publish_burst: u32,
     /// Frames queued for one connection before it counts as a slow consumer and is closed.
     pub outbox_frames: usize,
+    /// Bytes queued for one connection (frames being written included) before it
+    /// counts as a slow consumer and is closed.
+    pub outbox_bytes: usize,
+    /// Sustained subscribe, unsubscribe and authenticate requests per second per connection.
+    pub control_rate_per_second: u32,
+    /// Subscribe, unsubscribe and authenticate requests a connection may make in a burst.
+    pub control_burst: u32,
+    /// Longest handshake `client_data`, in bytes of compact JSON.
+    pub max_client_data_bytes: usize,
+    /// Deepest JSON nesting of a message or `client_data`. Checked before parsing;
+    /// above about 126 serde_json's own limit refuses frames first (as malformed).
+    pub max_json_depth: usize,
     /// Seconds a new connection has to complete its handshake.
     pub handshake_timeout_seconds: u64,
     /// Seconds between keep-alive pings; a connection silent for two intervals is closed.
@@ -94,6 +106,11 @@ impl Default for Limits {
             publish_rate_per_second: 100,
             publish_burst: 200,
             outbox_frames: 4096,
+            outbox_bytes: 4 * 1024 * 1024,
+            control_rate_per_second: 100,
+            control_burst: 600,
+            max_client_data_bytes: 1024,
+            max_json_depth: 64,
             handshake_timeout_seconds: 10,
             ping_interval_seconds: 30,
             max_connections_per_ip: 0,
@@ -407,6 +424,11 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("publish_rate_per_second", limits.publish_rate_per_second as usize),
         ("publish_burst", limits.publish_burst as usize),
         ("outbox_frames", limits.outbox_frames),
+        ("outbox_bytes", limits.outbox_bytes),
+        ("control_rate_per_second", limits.control_rate_per_second as usize),
+        ("control_burst", limits.control_burst as usize),
+        ("max_client_data_bytes", limits.max_client_data_bytes),
+        ("max_json_depth", limits.max_json_depth),
         ("handshake_timeout_seconds", limits.handshake_timeout_seconds as usize),
         ("ping_interval_seconds", limits.ping_interval_seconds as usize),
         ("decision_cache_entries", limits.decision_cache_entries),

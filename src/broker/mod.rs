@@ -388,7 +388,7 @@ mod tests {
 
     impl Conn {
         fn new(id: ConnId) -> Conn {
-            let (outbox, reader) = Outbox::new(4096);
+            let (outbox, reader) = Outbox::new(4096, 4 << 20);
             let member = Arc::new(Member {
                 id: ClientId::generate("t"),
                 auth_data: Some(json!({ "n": id })),

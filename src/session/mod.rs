@@ -51,6 +51,7 @@ mod texts {
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "Too many subscriptions";
     pub const RATE_LIMITED: &str = "Rate limit exceeded";
     pub const TOO_LARGE: &str = "Message too large";
+    pub const CLIENT_DATA_TOO_LARGE: &str = "Client data too large";
     pub const JWT_EXPIRED: &str = "JWT expired";
     pub const UNAVAILABLE: &str = "Service unavailable";
 }
@@ -108,6 +109,8 @@ struct Handshaken {
     decisions: DecisionCache,
     subscriptions: Subscriptions,
     publish_rate: TokenBucket,
+    /// Subscribe, unsubscribe and authenticate share this one limit (PROTOCOL.md §10).
+    control_rate: TokenBucket,
     _counted: ConnectionCount,
 }
 
@@ -129,7 +132,7 @@ impl Session {
     async fn serve(sink: writer::Sink, mut stream: SplitStream<HyperWebsocketStream>, app: Arc<App>, guard: impl Send) {
         crate::metrics::connection_opened();
         let limits = &app.config.limits;
-        let (outbox, reader) = Outbox::new(limits.outbox_frames);
+        let (outbox, reader) = Outbox::new(limits.outbox_frames, limits.outbox_bytes);
         let alive = Arc::new(AtomicBool::new(true));
         let ping_interval = Duration::from_secs(limits.ping_interval_seconds);
         let writer = Writer::spawn(sink, reader, Arc::clone(&alive), ping_interval);
@@ -249,22 +252,24 @@ impl Session {
             Message::Close(_) => return Some(Ending::ClosedByPeer),
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
-        if text.len() > self.app.config.limits.max_message_bytes {
-            crate::metrics::refused("too_large");
-            self.send(protocol::error(texts::TOO_LARGE));
-            return None;
-        }
         self.on_text(text).await
     }
 
     async fn on_text(&mut self, text: &str) -> Option<Ending> {
-        let inbound = match protocol::decode(text) {
+        let limits = protocol::FrameLimits {
+            max_bytes: self.app.config.limits.max_message_bytes,
+            max_depth: self.app.config.limits.max_json_depth,
+        };
+        let inbound = match protocol::decode_within(text, limits) {
             Ok(inbound) => inbound,
             Err(DecodeError::UnknownType { .. }) if self.state.is_none() => {
                 self.send(protocol::error(texts::HANDSHAKE_REQUIRED));
                 return Some(Ending::Close(CloseCode::Policy, texts::HANDSHAKE_REQUIRED));
             }
             Err(error) => {
+                if let Some(reason) = error.refusal() {
+                    crate::metrics::refused(reason);
+                }
                 self.answer(error.callback(), Some(error.text()));
                 return None;
             }
@@ -313,6 +318,15 @@ impl Session {
             self.send(protocol::error(DecodeError::Malformed { callback: None }.text()));
             return None;
         };
+        let max_client_data = self.app.config.limits.max_client_data_bytes;
+        if client_data
+            .as_ref()
+            .is_some_and(|data| !protocol::fits_serialized(data, max_client_data))
+        {
+            crate::metrics::refused("client_data");
+            self.send(protocol::handshake_error(callback, texts::CLIENT_DATA_TOO_LARGE));
+            return Some(Ending::Close(CloseCode::Policy, "Client data size limit exceeded"));
+        }
         let found = self.app.broker.channel(channel_id).cloned();
         let credentials = self.app.credentials.channel(channel_id).cloned();
         let (Some(channel), Some(credentials)) = (found, credentials) else {
@@ -350,11 +364,26 @@ impl Session {
             member,
             decisions: DecisionCache::new(limits.decision_cache_entries),
             publish_rate: TokenBucket::new(limits.publish_rate_per_second, limits.publish_burst),
+            control_rate: TokenBucket::new(limits.control_rate_per_second, limits.control_burst),
         });
         None
     }
 
+    /// Takes a token of the control rate limit, or refuses the request (which is then not applied).
+    fn control_allowed(&mut self, callback: Option<i64>) -> bool {
+        // Before the handshake there is no bucket, and the handlers refuse the request anyway.
+        let allowed = self.state.as_mut().is_none_or(|state| state.control_rate.try_take());
+        if !allowed {
+            crate::metrics::refused("rate_limit");
+            self.answer(callback, Some(texts::RATE_LIMITED));
+        }
+        allowed
+    }
+
     fn authenticate(&mut self, callback: Option<i64>, token: &str) {
+        if !self.control_allowed(callback) {
+            return;
+        }
         let Some(state) = self.state.as_mut() else { return };
         let verified = state
             .credentials
@@ -421,6 +450,9 @@ impl Session {
     }
 
     async fn subscribe(&mut self, callback: Option<i64>, room: &str, history_count: u32, history_since: Option<&str>) {
+        if !self.control_allowed(callback) {
+            return;
+        }
         let limits = &self.app.config.limits;
         let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
             return self.answer(callback, Some(texts::INVALID_ROOM));
@@ -465,6 +497,9 @@ impl Session {
     }
 
     fn unsubscribe(&mut self, callback: Option<i64>, room: &str) {
+        if !self.control_allowed(callback) {
+            return;
+        }
         let Ok(room) = RoomName::parse(room, self.app.config.limits.max_room_name_bytes) else {
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };

@@ -1,4 +1,5 @@
-//! A token bucket for per-connection publish rates.
+//! A token bucket for per-connection rate limits: one for publishes, one
+//! shared by subscribe, unsubscribe and authenticate (PROTOCOL.md §10).
 
 use std::time::Instant;
 

@@ -1,11 +1,17 @@
 //! The writing half of a session: drains the outbox in batches and keeps the connection alive.
+//!
+//! Every socket operation has a deadline of one ping interval: a peer whose
+//! receive window stays full leaves `feed`/`flush` pending forever, and while
+//! the writer waits there it sends no pings and so never notices the peer is
+//! gone. A write that makes no progress for that long marks a slow consumer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt};
 use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
@@ -88,15 +94,20 @@ async fn write_loop(
             return None;
         }
         // While frames keep coming, write them without touching the timer.
+        // Taking the next batch declares the previous one written (flushed).
         if reader.take(&mut batch) {
             for frame in batch.drain(..) {
-                if sink.feed(Message::Text(frame)).await.is_err() {
-                    reader.stop();
+                if let Err(failure) = within(ping_interval, sink.feed(Message::Text(frame))).await {
+                    failure.stop(&reader);
                     return None;
                 }
             }
-            if sink.flush().await.is_err() {
-                reader.stop();
+            // A burst should not leave a large batch buffer behind on an idle connection.
+            if batch.capacity() > 64 {
+                batch.shrink_to(16);
+            }
+            if let Err(failure) = within(ping_interval, sink.flush()).await {
+                failure.stop(&reader);
                 return None;
             }
             continue;
@@ -108,12 +119,53 @@ async fn write_loop(
             biased;
             _ = reader.changed() => {}
             _ = &mut ping => {
-                if !alive.swap(false, Ordering::Relaxed) || sink.send(Message::Ping(Default::default())).await.is_err() {
+                if !alive.swap(false, Ordering::Relaxed) {
                     reader.stop();
+                    return None;
+                }
+                if let Err(failure) = within(ping_interval, sink.send(Message::Ping(Default::default()))).await {
+                    failure.stop(&reader);
                     return None;
                 }
                 ping.as_mut().reset(Instant::now() + ping_interval);
             }
         }
     }
+}
+
+/// Why a socket operation did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteFailure {
+    /// The socket failed or is closed.
+    Failed,
+    /// The peer took no bytes for a whole deadline.
+    Stalled,
+}
+
+impl WriteFailure {
+    /// Ends the connection; a stalled peer is counted as a slow consumer.
+    fn stop(self, reader: &OutboxReader) {
+        match self {
+            WriteFailure::Failed => reader.stop(),
+            WriteFailure::Stalled => reader.stop_slow_consumer(),
+        }
+    }
+}
+
+/// Runs one sink operation with a deadline of `stall`.
+///
+/// An operation waits only when tungstenite's write buffer is full and must go
+/// to a socket the peer does not drain, and then it completes as soon as that
+/// buffer (at most its size plus one frame) is written. So the deadline is
+/// reached only when the peer accepts next to nothing for the whole time. Most
+/// operations complete on the first poll; those never set up a timer.
+async fn within<E>(stall: Duration, operation: impl Future<Output = Result<(), E>>) -> Result<(), WriteFailure> {
+    let mut operation = std::pin::pin!(operation);
+    let outcome = match operation.as_mut().now_or_never() {
+        Some(outcome) => outcome,
+        None => tokio::time::timeout(stall, operation)
+            .await
+            .map_err(|_| WriteFailure::Stalled)?,
+    };
+    outcome.map_err(|_| WriteFailure::Failed)
 }

@@ -4,5 +4,6 @@ mod util;
 
 mod chat;
 mod durability;
+mod hostile;
 mod ops;
 mod rest;

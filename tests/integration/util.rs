@@ -343,3 +343,98 @@ pub fn basic_auth(channel: &str, secret: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{channel}:{secret}"))
     )
 }
+
+// ---------------------------------------------------------------------------
+// Hostile clients (tests/integration/hostile.rs).
+
+/// The most a TCP socket's send buffer may grow to on this machine (the
+/// maximum of `net.ipv4.tcp_wmem`): what the kernel can hold for a peer that
+/// does not read, on top of the server's own queue. 4 MiB when unknown.
+pub fn kernel_send_buffer_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+impl TestServer {
+    /// A client (not handshaken) whose socket has a small, fixed receive buffer,
+    /// so that once it stops reading, the server can hand the kernel little
+    /// more than its own send buffer before its writes stall.
+    pub async fn connect_with_small_receive_buffer(&self) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // Setting it also turns off receive-buffer autotuning for this socket.
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(self.ws_url(), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("WebSocket connects");
+        Client {
+            ws,
+            client_id: None,
+            next_callback: 100,
+        }
+    }
+
+    /// One sample of `/metrics`, e.g. `rookery_messages_refused_total{reason="depth"}`; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let response = self.http("GET", "/metrics", &[], "").await;
+        assert_eq!(response.status, 200);
+        response
+            .text()
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The client ids subscribed to `room` of the `open` channel, from the REST API.
+    pub async fn open_room_members(&self, room: &str) -> Vec<String> {
+        let response = self.http("GET", &format!("/api/{OPEN}/{room}/members"), &[], "").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        serde_json::from_value(response.json()).expect("a list of client ids")
+    }
+
+    /// Waits (polling the REST API, at most [`RECV_TIMEOUT`]) until `client_id`
+    /// is no longer subscribed to `room` of `open`; returns whether it left.
+    pub async fn left_open_room(&self, room: &str, client_id: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if !self.open_room_members(room).await.iter().any(|id| id == client_id) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+impl Client {
+    /// Handshakes on `channel` with `client_data`; returns the reply.
+    pub async fn handshake_with(&mut self, channel: &str, client_data: Value) -> Value {
+        let reply = self
+            .request(json!({"type": "handshake", "channel": channel, "client_data": client_data}))
+            .await;
+        if let Some(id) = reply["client_id"].as_str().filter(|id| !id.is_empty()) {
+            self.client_id = Some(id.to_owned());
+        }
+        reply
+    }
+
+    /// Reads until the server ends the connection; returns the data frames that
+    /// came first and whether it sent a close frame.
+    pub async fn drain_until_closed(&mut self) -> (Vec<Value>, bool) {
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(RECV_TIMEOUT, self.ws.next())
+                .await
+                .expect("the connection ends within the timeout")
+            {
+                None | Some(Err(_)) => return (frames, false),
+                Some(Ok(Message::Close(_))) => return (frames, true),
+                Some(Ok(Message::Text(text))) => frames.push(serde_json::from_str(&text).expect("frames are JSON")),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
