@@ -333,7 +333,13 @@ async fn read_message(request: Request<Incoming>, app: &App) -> ApiResult<Box<Ra
         })?;
     let malformed = ApiError::bad_request;
     if is_json {
-        serde_json::from_slice::<Box<RawValue>>(&bytes).map_err(|_| malformed("Body is not valid JSON"))
+        // The same nesting cap as for WebSocket messages (PROTOCOL.md §10), checked before parsing.
+        let text = std::str::from_utf8(&bytes).map_err(|_| malformed("Body is not valid JSON"))?;
+        if crate::protocol::nesting_exceeds(text, app.config.limits.max_json_depth) {
+            crate::metrics::refused("depth");
+            return Err(malformed("Message too deeply nested"));
+        }
+        serde_json::from_str::<Box<RawValue>>(text).map_err(|_| malformed("Body is not valid JSON"))
     } else {
         let text = std::str::from_utf8(&bytes).map_err(|_| malformed("Body is not valid UTF-8"))?;
         let encoded = serde_json::to_string(text).map_err(|_| malformed("Body could not be encoded"))?;

@@ -511,3 +511,17 @@ async fn malformed_requests_are_bad_requests() {
     assert_eq!(response.status, 200, "{}", response.text());
     sub.expect_silence(std::time::Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn a_too_deeply_nested_json_body_is_refused_and_not_stored() {
+    let server = TestServer::start().await;
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let response = server.http("POST", "/api/open/deep/publish", &[JSON], deep).await;
+    assert_eq!(response.status, 400);
+    assert_eq!(response.json()["message"], "Message too deeply nested");
+    let fine = format!("{}{}", "[".repeat(64), "]".repeat(64));
+    let response = server.http("POST", "/api/open/deep/publish", &[JSON], fine).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let history = server.http("GET", "/api/open/deep/history", &[], "").await;
+    assert_eq!(history.json().as_array().unwrap().len(), 1);
+}
