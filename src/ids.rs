@@ -1,4 +1,4 @@
-//! Identifier newtypes: client ids and room names (message ids are the engine's).
+//! Identifier newtypes: client ids, room names and message ids.
 //!
 //! Client ids are pasted unescaped into regexes by existing auth servers, so
 //! their alphabet is restricted to `[A-Za-z0-9]` plus one `:` separator.
@@ -107,6 +107,47 @@ impl fmt::Debug for RoomName {
     }
 }
 
+/// Where one message sits in its room's history: the room's epoch and the message's offset.
+///
+/// Offsets count one room's messages from 1; the epoch names one incarnation of
+/// the room's history, so an id from a lost store is never mistaken for one of
+/// today's messages.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    pub epoch: Arc<str>,
+    pub offset: u64,
+}
+
+/// Width of the zero-padded offset; 20 digits hold every `u64`, so ids of one
+/// room sort in publication order as plain strings.
+const OFFSET_DIGITS: usize = 20;
+
+impl MessageId {
+    /// Parses an id made by [`MessageId`]'s `Display`, or `None` if it is not one of ours.
+    pub fn parse(id: &str) -> Option<MessageId> {
+        let (epoch, offset) = id.rsplit_once('-')?;
+        if offset.len() != OFFSET_DIGITS || epoch.is_empty() {
+            return None;
+        }
+        Some(MessageId {
+            epoch: epoch.into(),
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:0width$}", self.epoch, self.offset, width = OFFSET_DIGITS)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +172,18 @@ mod tests {
         assert!(RoomName::parse(&"x".repeat(256), 256).is_ok());
         assert!(RoomName::parse("observable-x", 256).unwrap().is_observable());
         assert!(!RoomName::parse("Observable-x", 256).unwrap().is_observable());
+    }
+
+    #[test]
+    fn message_ids_sort_in_offset_order_and_round_trip() {
+        let id = |offset| MessageId {
+            epoch: "ep0ch".into(),
+            offset,
+        };
+        assert!(id(9).to_string() < id(10).to_string());
+        assert_eq!(MessageId::parse(&id(10).to_string()), Some(id(10)));
+        assert_eq!(MessageId::parse("nonsense"), None);
+        assert_eq!(MessageId::parse("e-12"), None);
+        assert_eq!(MessageId::parse("-00000000000000000001"), None);
     }
 }

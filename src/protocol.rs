@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::engine::MessageId;
-use crate::ids::{ClientId, RoomName};
+use crate::ids::{ClientId, MessageId, RoomName};
 
 /// One encoded outgoing text frame; cloning shares the buffer.
 pub type Frame = tungstenite_utf8::Utf8Bytes;

@@ -21,56 +21,15 @@
 pub mod local;
 pub mod store;
 
-use std::fmt;
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+pub use crate::ids::MessageId;
 use crate::ids::{ClientId, RoomName};
 use crate::protocol::Message;
 
 pub use self::store::{StoreError, StoreOptions};
-
-/// Where one message sits in its room's history: the room's epoch and the message's offset.
-///
-/// Offsets count one room's messages from 1; the epoch names one incarnation of
-/// the room's history, so an id from a lost store is never mistaken for one of
-/// today's messages.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct MessageId {
-    pub epoch: Arc<str>,
-    pub offset: u64,
-}
-
-/// Width of the zero-padded offset; 20 digits hold every `u64`, so ids of one
-/// room sort in publication order as plain strings.
-const OFFSET_DIGITS: usize = 20;
-
-impl MessageId {
-    /// Parses an id made by [`MessageId`]'s `Display`, or `None` if it is not one of ours.
-    pub fn parse(id: &str) -> Option<MessageId> {
-        let (epoch, offset) = id.rsplit_once('-')?;
-        if offset.len() != OFFSET_DIGITS || epoch.is_empty() {
-            return None;
-        }
-        Some(MessageId {
-            epoch: epoch.into(),
-            offset: offset.parse().ok()?,
-        })
-    }
-}
-
-impl fmt::Display for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{:0width$}", self.epoch, self.offset, width = OFFSET_DIGITS)
-    }
-}
-
-impl fmt::Debug for MessageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
 
 /// A message before the engine has placed it.
 #[derive(Debug)]
@@ -216,23 +175,5 @@ impl Engine {
         match self {
             Engine::Local(engine) => engine.flush().await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_ids_sort_in_offset_order_and_round_trip() {
-        let id = |offset| MessageId {
-            epoch: "ep0ch".into(),
-            offset,
-        };
-        assert!(id(9).to_string() < id(10).to_string());
-        assert_eq!(MessageId::parse(&id(10).to_string()), Some(id(10)));
-        assert_eq!(MessageId::parse("nonsense"), None);
-        assert_eq!(MessageId::parse("e-12"), None);
-        assert_eq!(MessageId::parse("-00000000000000000001"), None);
     }
 }
