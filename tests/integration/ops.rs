@@ -109,9 +109,9 @@ async fn metrics_count_the_traffic() {
     let reply = ann.subscribe("observable-room").await;
     assert_eq!(reply.get("error"), None);
     assert_eq!(ann.recv().await["type"], "observable_members");
-    let refused = ann.authenticate("not.a.jwt").await;
+    let refused = ann.try_authenticate("not.a.jwt").await;
     assert_eq!(refused["error"], "Invalid JWT");
-    let refused = ann.authenticate("nonsense").await;
+    let refused = ann.try_authenticate("nonsense").await;
     assert_eq!(refused["error"], "JWT does not have 3 parts");
     ann.publish("observable-room", json!("over the socket")).await;
     assert_eq!(ann.recv().await["message"], "over the socket");

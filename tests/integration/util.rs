@@ -310,7 +310,15 @@ impl Client {
         reply
     }
 
+    /// Authenticates and asserts that the server accepted the token.
     pub async fn authenticate(&mut self, token: &str) -> Value {
+        let reply = self.try_authenticate(token).await;
+        assert_eq!(reply.get("error"), None, "authenticate failed: {reply}");
+        reply
+    }
+
+    /// Authenticates and returns the reply, whatever it says.
+    pub async fn try_authenticate(&mut self, token: &str) -> Value {
         self.request(json!({"type": "authenticate", "token": token})).await
     }
 
