@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
-use crate::token::{TokenIssuer, TokenVerifier, unix_now};
+use crate::token::{TokenIssuer, TokenVerifier};
 
 /// Every channel's credentials, by channel id.
 pub struct Credentials {
@@ -22,7 +23,12 @@ impl Credentials {
         let channels = config
             .channels
             .iter()
-            .map(|c| (c.id.clone(), Arc::new(ChannelAuth::new(c.clone()))))
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    Arc::new(ChannelAuth::with_clock(c.clone(), config.clock.clone())),
+                )
+            })
             .collect();
         Credentials { channels }
     }
@@ -37,6 +43,7 @@ pub struct ChannelAuth {
     pub config: ChannelConfig,
     pub verifier: TokenVerifier,
     pub issuer: TokenIssuer,
+    clock: Clock,
 }
 
 /// A freshly minted token.
@@ -48,12 +55,23 @@ pub struct Minted {
 }
 
 impl ChannelAuth {
+    /// Credentials on the system clock (the `rookery token` command).
     pub fn new(config: ChannelConfig) -> ChannelAuth {
+        ChannelAuth::with_clock(config, Clock::default())
+    }
+
+    pub fn with_clock(config: ChannelConfig, clock: Clock) -> ChannelAuth {
         ChannelAuth {
             verifier: TokenVerifier::new(&config.id, config.secret.expose(), config.jwt_leeway_seconds),
             issuer: TokenIssuer::new(&config.id, config.secret.expose()),
             config,
+            clock,
         }
+    }
+
+    /// Now, by the clock this channel's tokens are checked against.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// Mints a token with the channel policy's rules rendered for `client`.
@@ -62,7 +80,10 @@ impl ChannelAuth {
     /// `ttl_seconds` defaults to the channel's token lifetime.
     pub fn mint(&self, client: Option<&str>, data: Option<&Value>, ttl_seconds: Option<u64>) -> Minted {
         let permissions = self.config.policy.render(client.unwrap_or(""));
-        let expires_at = unix_now().saturating_add(ttl_seconds.unwrap_or(self.config.token_ttl_seconds));
+        let expires_at = self
+            .clock
+            .now()
+            .saturating_add(ttl_seconds.unwrap_or(self.config.token_ttl_seconds));
         Minted {
             token: self.issuer.mint(client, data, &permissions, expires_at),
             expires_at,

@@ -145,6 +145,8 @@ pub struct ChannelConfig {
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The wall clock token checks use; tests replace it to move time.
+    pub clock: crate::clock::Clock,
     pub listen: SocketAddr,
     pub static_dir: PathBuf,
     pub data_dir: PathBuf,
@@ -408,6 +410,7 @@ impl Config {
             channels,
             policies,
             dev_channel_file,
+            clock: crate::clock::Clock::default(),
         })
     }
 

@@ -11,6 +11,7 @@
 //! - [`permissions`]: a token's claim → ordered matchers; last match decides.
 //! - [`token`]: JWT claims, minting and verification with the wire error texts.
 //! - [`auth`]: each channel's credentials and the one token-minting path.
+//! - [`clock`]: the wall clock claims are checked against (tests move it).
 //! - [`ids`]: client ids and room names.
 //! - [`protocol`]: every frame of the wire protocol; decode and encode, no I/O.
 //! - [`broker`]: local fan-out: rooms, subscribers, presence, catch-up of new subscribers.
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod http;

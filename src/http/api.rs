@@ -25,7 +25,7 @@ use crate::broker::{Channel, MAX_HISTORY_PER_SUBSCRIBE};
 use crate::engine::{Ack, Draft, EngineError};
 use crate::ids::RoomName;
 use crate::permissions::Permissions;
-use crate::token::{Bearer, unix_now};
+use crate::token::Bearer;
 
 /// Who is calling.
 enum Caller {
@@ -259,7 +259,7 @@ fn authenticate(request: &Request<Incoming>, channel: &ChannelAuth) -> ApiResult
     } else if scheme.eq_ignore_ascii_case("bearer") {
         let verified = channel
             .verifier
-            .verify(credentials.trim(), Bearer::Rest, unix_now())
+            .verify(credentials.trim(), Bearer::Rest, channel.now())
             .map_err(|error| ApiError::unauthorized(error.to_string()))?;
         Ok(Caller::Token(verified.permissions))
     } else {

@@ -36,7 +36,7 @@ use crate::engine::{Ack, Draft, EngineError};
 use crate::ids::{ClientId, RoomName};
 use crate::permissions::{Decision, DecisionCache, Permissions};
 use crate::protocol::{self, DecodeError, Frame, Member, Request};
-use crate::token::{Bearer, unix_now};
+use crate::token::Bearer;
 
 /// A deadline that never comes in practice (about 30 years).
 const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -151,7 +151,9 @@ impl Session {
         // One timer serves both deadlines a session can have: the handshake
         // deadline before the handshake, an enforced token expiry after it.
         let timer = sleep_until(Instant::now() + Duration::from_secs(limits.handshake_timeout_seconds));
-        tokio::pin!(stopped, shutdown, timer);
+        // A test moving the server's clock must move token expiry too.
+        let clock_moved = app.config.clock.changed();
+        tokio::pin!(stopped, shutdown, timer, clock_moved);
         let mut armed = Deadline::Handshake;
 
         let ending = loop {
@@ -163,6 +165,13 @@ impl Session {
                     Deadline::Handshake => break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded"),
                     Deadline::Expiry(_) | Deadline::None => session.expire(),
                 },
+                _ = &mut clock_moved => {
+                    clock_moved.set(app.config.clock.changed());
+                    // Forget the armed deadline so that it is computed again below.
+                    if matches!(armed, Deadline::Expiry(_)) {
+                        armed = Deadline::None;
+                    }
+                }
                 incoming = stream.next() => {
                     alive.store(true, Ordering::Relaxed);
                     let ending = match incoming {
@@ -180,7 +189,7 @@ impl Session {
             let wanted = session.deadline();
             if wanted != armed {
                 if let Deadline::Expiry(at) = wanted {
-                    let wait = Duration::from_secs(at.saturating_sub(unix_now()));
+                    let wait = Duration::from_secs(at.saturating_sub(app.config.clock.now()));
                     // An `exp` centuries away must not overflow the clock: such a token never expires here.
                     let now = Instant::now();
                     timer.as_mut().reset(now.checked_add(wait).unwrap_or(now + FAR_FUTURE));
@@ -385,10 +394,11 @@ impl Session {
             return;
         }
         let Some(state) = self.state.as_mut() else { return };
-        let verified = state
-            .credentials
-            .verifier
-            .verify(token, Bearer::Socket(state.client_id.as_str()), unix_now());
+        let verified =
+            state
+                .credentials
+                .verifier
+                .verify(token, Bearer::Socket(state.client_id.as_str()), state.credentials.now());
         let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {

@@ -446,11 +446,13 @@ async fn enforced_expiry_ends_subscriptions() {
     let mut short = server.client(CHAT).await;
     let id = short.id().to_owned();
     short
-        .authenticate(&chat_token(Some(&id), all.clone(), now() + 1, None))
+        .authenticate(&chat_token(Some(&id), all.clone(), now() + 30, None))
         .await;
     join_public(&mut short).await;
     watcher.recv().await; // join
-    // Within about two seconds the token runs out.
+    short.expect_silence(Duration::from_millis(100)).await;
+    // The server's clock passes the short token's `exp` (not the watcher's).
+    server.clock.advance(31);
     assert_eq!(short.recv().await, json!({"error": "JWT expired"}));
     let leave = watcher.recv().await;
     assert_eq!(
@@ -459,7 +461,9 @@ async fn enforced_expiry_ends_subscriptions() {
     );
     assert_eq!(short.subscribe(ROOM).await["error"], "Unauthorized");
     // A fresh token restores access.
-    short.authenticate(&chat_token(Some(&id), all, now() + 120, None)).await;
+    short
+        .authenticate(&chat_token(Some(&id), all, server.clock.now() + 120, None))
+        .await;
     assert_eq!(short.subscribe(ROOM).await.get("error"), None);
 }
 
@@ -468,13 +472,14 @@ async fn on_authenticate_expiry_keeps_the_session() {
     let server = TestServer::start().await;
     let mut client = server.client(CHAT).await;
     let all = json!({".*": {"publish": true, "subscribe": true}});
-    client
-        .authenticate(&chat_token(Some(client.id()), all, now() + 1, None))
-        .await;
+    let token = chat_token(Some(client.id()), all, now() + 30, None);
+    client.authenticate(&token).await;
     client.subscribe("r").await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    server.clock.advance(31);
     client.publish("r", json!("after exp")).await;
     assert_eq!(client.recv().await["message"], "after exp");
+    // The token is past its `exp` now: presenting it again is refused.
+    assert_eq!(client.try_authenticate(&token).await["error"], "JWT expired");
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ pub const OPEN_SECRET: &str = "open-secret";
 /// A running server.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The server's clock: tests move it instead of sleeping across second boundaries.
+    pub clock: rookery::clock::Clock,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
     _dir: TempDir,
@@ -77,13 +79,16 @@ impl TestServer {
             data_dir: Some(dir.0.clone()),
             ..Overrides::default()
         };
-        let config = Config::load(Some(&file), &overrides).expect("test config loads");
+        let mut config = Config::load(Some(&file), &overrides).expect("test config loads");
+        let clock = rookery::clock::Clock::default();
+        config.clock = clock.clone();
         let listener = rookery::server::bind(config.listen).unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(rookery::server::run(listener, config, shutdown.clone()));
         TestServer {
             addr,
+            clock,
             shutdown,
             task: Some(task),
             _dir: dir,
