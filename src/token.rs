@@ -1,22 +1,35 @@
 //! JWT claims, minting and verification with the exact error texts of PROTOCOL.md §6.
 //!
-//! Verification runs the checks in the documented order — shape, header,
-//! algorithm, signature, claim types, expiry, channel, client — so that a
-//! client always learns the first thing that is wrong with its token.
+//! Verification runs the checks in the documented order — shape, header
+//! (decodable, `alg`, no `crit`), signature, claim types, expiry, `nbf`,
+//! channel, client — so that a client always learns the first thing that is
+//! wrong with its token.
+//!
+//! Time claims meet the clock only through saturating arithmetic: `exp` and
+//! `nbf` may be any JSON number (`1e300`, `-5`, `2^70`), and a value above
+//! 10^11 is read as milliseconds. The `exp` a verified token reports is
+//! clamped to [`MAX_EXP`] (the last second of year 9999), so callers can add
+//! it to an `Instant` or a `Duration` without overflow.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::permissions::Permissions;
 
-/// `exp` values above this are read as milliseconds (older official examples mint those).
-const MILLISECOND_EXP_THRESHOLD: f64 = 1e11;
+/// Time claims above this are read as milliseconds (older official examples mint those).
+const MILLISECOND_THRESHOLD: u64 = 100_000_000_000;
+
+/// The latest expiry a verified token reports: 9999-12-31T23:59:59Z. Later
+/// (or absurd) `exp` values are clamped to it, which keeps every deadline
+/// computed from `exp` far inside `Instant`/`Duration` range.
+pub const MAX_EXP: u64 = 253_402_300_799;
 
 /// Every way a presented token can be refused; `Display` is the wire text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +80,7 @@ pub struct VerifiedToken {
     pub permissions: Permissions,
     /// The `data` claim, which becomes the member's `authData`; `None` when absent or null.
     pub data: Option<Value>,
-    /// Expiry in Unix seconds (milliseconds already normalised).
+    /// Expiry in Unix seconds (milliseconds already normalised), at most [`MAX_EXP`].
     pub exp: u64,
 }
 
@@ -113,7 +126,16 @@ impl TokenVerifier {
             Some(_) => return Err(TokenError::Algorithm),
             None => return Err(TokenError::Invalid),
         }
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+        // RFC 7515 §4.1.11: a recipient must reject a token whose `crit` names
+        // an extension it does not understand. Rookery understands none, and a
+        // `crit` that names nothing is malformed, so any `crit` is refused.
+        if header.get("crit").is_some() {
+            return Err(TokenError::Invalid);
+        }
+        // Claims stay raw JSON text here: `permissions` must be read in the
+        // order of the token's text, duplicate keys included, which a parsed
+        // map cannot tell.
+        let claims = jsonwebtoken::decode::<HashMap<String, Box<RawValue>>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::Signature,
                 ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
@@ -125,51 +147,83 @@ impl TokenVerifier {
 
     fn check_claims(
         &self,
-        claims: &Map<String, Value>,
+        claims: &HashMap<String, Box<RawValue>>,
         bearer: Bearer<'_>,
         now: u64,
     ) -> Result<VerifiedToken, TokenError> {
-        let channel = claims
-            .get("channel")
-            .ok_or(TokenError::Invalid)?
-            .as_str()
-            .ok_or(TokenError::Invalid)?;
-        let client = match claims.get("client") {
+        let value = |name: &str| -> Result<Option<Value>, TokenError> {
+            claims
+                .get(name)
+                .map(|raw| serde_json::from_str::<Value>(raw.get()).map_err(|_| TokenError::Invalid))
+                .transpose()
+        };
+        let channel = match value("channel")? {
+            Some(Value::String(c)) => c,
+            _ => return Err(TokenError::Invalid),
+        };
+        let client = match value("client")? {
             None => None,
-            Some(Value::String(c)) => Some(c.as_str()),
+            Some(Value::String(c)) => Some(c),
             Some(_) => return Err(TokenError::Invalid),
         };
-        let permissions = Permissions::from_claim(claims.get("permissions").ok_or(TokenError::Invalid)?)
-            .map_err(|_| TokenError::Invalid)?;
-        let exp = match claims.get("exp") {
-            None | Some(Value::Null) => return Err(TokenError::Expired),
-            Some(v) => normalise_exp(v.as_f64().ok_or(TokenError::Invalid)?),
+        let permissions = claims.get("permissions").ok_or(TokenError::Invalid)?;
+        let permissions = Permissions::from_json_text(permissions.get()).map_err(|_| TokenError::Invalid)?;
+        let exp = match value("exp")? {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(time_claim(&v).ok_or(TokenError::Invalid)?),
         };
+        let nbf = match value("nbf")? {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(time_claim(&v).ok_or(TokenError::Invalid)?),
+        };
+        let exp = exp.ok_or(TokenError::Expired)?;
         if exp.saturating_add(self.leeway_seconds) <= now {
             return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway_seconds)) {
+            return Err(TokenError::Invalid);
         }
         if channel != self.channel {
             return Err(TokenError::ChannelMismatch);
         }
-        match (bearer, client) {
+        match (bearer, client.as_deref()) {
             (Bearer::Socket(expected), Some(client)) if client == expected => {}
             (Bearer::Rest, None) => {}
             _ => return Err(TokenError::ClientMismatch),
         }
-        let data = claims.get("data").filter(|d| !d.is_null()).cloned();
-        Ok(VerifiedToken { permissions, data, exp })
+        let data = value("data")?.filter(|d| !d.is_null());
+        Ok(VerifiedToken {
+            permissions,
+            data,
+            exp: exp.min(MAX_EXP),
+        })
     }
 }
 
-/// Reads `exp` as seconds, converting millisecond values.
-fn normalise_exp(exp: f64) -> u64 {
-    let seconds = if exp > MILLISECOND_EXP_THRESHOLD {
-        exp / 1000.0
-    } else {
-        exp
+/// Reads a time claim (`exp`, `nbf`) as Unix seconds; `None` if it is not a number.
+///
+/// Values above 10^11 are milliseconds. Negative values are long past (0);
+/// values beyond `u64` saturate. Fractions of a second are dropped.
+fn time_claim(value: &Value) -> Option<u64> {
+    let Value::Number(number) = value else {
+        return None;
     };
-    // Negative or NaN values saturate to 0 (long expired).
-    seconds as u64
+    if let Some(int) = number.as_u64() {
+        return Some(if int > MILLISECOND_THRESHOLD { int / 1000 } else { int });
+    }
+    if number.is_i64() {
+        return Some(0);
+    }
+    let float = number.as_f64()?;
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = if float > MILLISECOND_THRESHOLD as f64 {
+        float / 1000.0
+    } else {
+        float
+    };
+    // `as` saturates: negative and NaN give 0, huge values u64::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(seconds as u64)
 }
 
 /// The claims Rookery mints, serialized in this field order.
