@@ -434,6 +434,152 @@ mod tests {
         );
     }
 
+    fn with(key: &str, value: Value) -> String {
+        let mut c = claims(NOW + 60);
+        c[key] = value;
+        sign(&c, Algorithm::HS256, SECRET)
+    }
+
+    /// A token over a hand-written header and body text, correctly signed.
+    fn raw_token(header: &str, body: &str) -> String {
+        let header = URL_SAFE_NO_PAD.encode(header);
+        let body = URL_SAFE_NO_PAD.encode(body);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(format!("{header}.{body}").as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{header}.{body}.{signature}")
+    }
+
+    fn with_header(header: &str, claims: &Value) -> String {
+        raw_token(header, &claims.to_string())
+    }
+
+    #[test]
+    fn any_crit_header_is_invalid() {
+        let c = claims(NOW + 60);
+        assert!(verify(&with_header(r#"{"alg":"HS256","typ":"JWT"}"#, &c)).is_ok());
+        for header in [
+            r#"{"alg":"HS256","crit":["exp"]}"#,
+            r#"{"alg":"HS256","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+            r#"{"alg":"HS256","crit":null}"#,
+            r#"{"alg":"HS256","crit":"exp"}"#,
+        ] {
+            assert_eq!(
+                verify(&with_header(header, &c)).unwrap_err(),
+                TokenError::Invalid,
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_invalid() {
+        assert!(verify(&with("nbf", json!(NOW))).is_ok());
+        assert!(verify(&with("nbf", json!(NOW - 100))).is_ok());
+        assert!(verify(&with("nbf", Value::Null)).is_ok());
+        assert_eq!(verify(&with("nbf", json!(NOW + 1))).unwrap_err(), TokenError::Invalid);
+        assert_eq!(verify(&with("nbf", json!(1e300))).unwrap_err(), TokenError::Invalid);
+        // Milliseconds, like exp.
+        assert!(verify(&with("nbf", json!(NOW * 1000))).is_ok());
+        assert_eq!(
+            verify(&with("nbf", json!((NOW + 5) * 1000))).unwrap_err(),
+            TokenError::Invalid
+        );
+        // The leeway applies.
+        let lenient = TokenVerifier::new("chat", SECRET, 10);
+        assert!(
+            lenient
+                .verify(&with("nbf", json!(NOW + 10)), Bearer::Socket("r3k:abc"), NOW)
+                .is_ok()
+        );
+        assert_eq!(
+            lenient
+                .verify(&with("nbf", json!(NOW + 11)), Bearer::Socket("r3k:abc"), NOW)
+                .unwrap_err(),
+            TokenError::Invalid
+        );
+        for wrong in [json!("soon"), json!([1]), json!({}), json!(true)] {
+            assert_eq!(
+                verify(&with("nbf", wrong.clone())).unwrap_err(),
+                TokenError::Invalid,
+                "{wrong}"
+            );
+        }
+    }
+
+    #[test]
+    fn absurd_time_claims_neither_overflow_nor_panic() {
+        let lenient = TokenVerifier::new("chat", SECRET, u64::MAX);
+        for exp in [
+            json!(1e300),
+            json!(u64::MAX),
+            json!(1.8e19),
+            json!(f64::MAX),
+            json!(99_999_999_999.5),
+        ] {
+            let verified = verify(&with("exp", exp.clone())).unwrap();
+            assert!(verified.exp <= MAX_EXP, "{exp}");
+            // The session adds exp to an Instant: it must fit.
+            let _ = std::time::Instant::now() + std::time::Duration::from_secs(verified.exp.saturating_sub(NOW));
+            assert!(
+                lenient
+                    .verify(&with("exp", exp), Bearer::Socket("r3k:abc"), NOW)
+                    .is_ok()
+            );
+        }
+        assert_eq!(verify(&with("exp", json!(1e300))).unwrap().exp, MAX_EXP);
+        for expired in [
+            json!(-1),
+            json!(i64::MIN),
+            json!(-1e300),
+            json!(1e11 + 0.5),
+            json!(0),
+            json!(0.5),
+            json!(1e11 + 0.5),
+        ] {
+            assert_eq!(
+                verify(&with("exp", expired.clone())).unwrap_err(),
+                TokenError::Expired,
+                "{expired}"
+            );
+        }
+        // A huge leeway saturates instead of wrapping around: even exp = 0 passes, and the
+        // clock at its very end neither overflows nor accepts anything.
+        assert_eq!(
+            lenient
+                .verify(&with("exp", json!(1e300)), Bearer::Socket("r3k:abc"), u64::MAX)
+                .unwrap_err(),
+            TokenError::Expired
+        );
+        assert!(
+            lenient
+                .verify(&with("exp", json!(0)), Bearer::Socket("r3k:abc"), NOW)
+                .is_ok()
+        );
+        // Above 10^11 is milliseconds; 10^11 itself is seconds.
+        assert_eq!(
+            verify(&with("exp", json!(100_000_000_000u64))).unwrap().exp,
+            100_000_000_000
+        );
+        assert_eq!(
+            verify(&with("exp", json!(100_000_000_001_000u64))).unwrap().exp,
+            100_000_000_001
+        );
+    }
+
+    #[test]
+    fn duplicate_permission_keys_count_at_their_last_position() {
+        // serde_json cannot even build such a claim; write the text by hand.
+        let body = format!(
+            r#"{{"client":"r3k:abc","channel":"chat","exp":{},"permissions":{{"a":{{"publish":false}},".*":{{"publish":false}},"a":{{"publish":true}}}}}}"#,
+            NOW + 60
+        );
+        let verified = verify(&raw_token(r#"{"alg":"HS256","typ":"JWT"}"#, &body)).unwrap();
+        assert!(verified.permissions.decide("a").publish);
+        assert!(!verified.permissions.decide("b").publish);
+    }
+
     #[test]
     fn permission_key_order_survives_the_round_trip() {
         let issuer = TokenIssuer::new("chat", SECRET);
