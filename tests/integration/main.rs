@@ -3,5 +3,6 @@
 mod util;
 
 mod chat;
+mod jwt;
 mod ops;
 mod rest;
