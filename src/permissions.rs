@@ -599,3 +599,86 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A key of the simple subset: a literal over a small alphabet, optionally anchored.
+    #[derive(Debug, Clone)]
+    struct SimpleKey {
+        start: bool,
+        literal: String,
+        end: bool,
+    }
+
+    impl SimpleKey {
+        fn pattern(&self) -> String {
+            format!(
+                "{}{}{}",
+                if self.start { "^" } else { "" },
+                self.literal,
+                if self.end { "$" } else { "" }
+            )
+        }
+
+        /// The reference model of a search for this key in `room`.
+        fn matches(&self, room: &str) -> bool {
+            match (self.start, self.end) {
+                (false, false) => room.contains(&self.literal),
+                (true, false) => room.starts_with(&self.literal),
+                (false, true) => room.ends_with(&self.literal),
+                (true, true) => room == self.literal,
+            }
+        }
+    }
+
+    fn simple_key() -> impl Strategy<Value = SimpleKey> {
+        (any::<bool>(), "[ab-]{0,3}", any::<bool>()).prop_map(|(start, literal, end)| SimpleKey { start, literal, end })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn last_match_wins_like_the_reference_model(
+            rules in prop::collection::vec((simple_key(), any::<bool>()), 0..8),
+            rooms in prop::collection::vec("[ab-]{0,4}", 1..6),
+        ) {
+            // Written as JSON text so that repeated keys stay repeated.
+            let body: Vec<String> = rules
+                .iter()
+                .map(|(key, publish)| format!("{}:{{\"publish\":{publish}}}", Value::from(key.pattern())))
+                .collect();
+            let permissions = Permissions::from_json_text(&format!("{{{}}}", body.join(","))).unwrap();
+            // Reference: a repeated key lives only at its last position.
+            let effective: Vec<&(SimpleKey, bool)> = rules
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, _))| !rules[i + 1..].iter().any(|(later, _)| later.pattern() == key.pattern()))
+                .map(|(_, rule)| rule)
+                .collect();
+            for room in &rooms {
+                let expected = effective.iter().rev().find(|(key, _)| key.matches(room)).is_some_and(|(_, publish)| *publish);
+                prop_assert_eq!(permissions.decide(room).publish, expected, "room {:?}", room);
+            }
+        }
+
+        #[test]
+        fn arbitrary_patterns_never_panic(
+            regexish in r"[\\()\[\]{}?*+|^$.ab0-9:,PpQEdwbBxkiUmsz<>=!-]{0,16}",
+            anything in ".{0,16}",
+            room in ".{0,12}",
+        ) {
+            for key in [regexish, anything] {
+                let p = Permissions::from_claim(&serde_json::json!({ key.clone(): {"publish": true} })).unwrap();
+                let decided = p.decide(&room).publish;
+                // A key that can never match must say so to policies, and vice versa.
+                if decided {
+                    prop_assert!(pattern_compiles(&key).is_ok());
+                }
+            }
+        }
+    }
+}
