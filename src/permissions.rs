@@ -170,7 +170,7 @@ impl Permissions {
     /// Compiles a `permissions` claim from the token's JSON text, where a key
     /// that appears twice counts at its **last** position with its last value
     /// (a parsed map would keep the first position).
-    pub fn from_json_text(text: &str) -> Result<Self, InvalidPermissions> {
+    pub(crate) fn from_json_text(text: &str) -> Result<Self, InvalidPermissions> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let entries = deserializer
             .deserialize_any(EntriesVisitor)
@@ -254,7 +254,7 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 }
 
 /// Default byte budget of one connection's [`DecisionCache`].
-pub const DECISION_CACHE_BYTES: usize = 16 * 1024;
+pub(crate) const DECISION_CACHE_BYTES: usize = 16 * 1024;
 
 /// What one cached decision is accounted at besides its room name's bytes:
 /// the `Arc<str>` header (two counters), the map's key and value slots and
@@ -281,7 +281,7 @@ impl DecisionCache {
     }
 
     /// A cache of at most `limit` entries and about `byte_budget` bytes.
-    pub fn with_budget(limit: usize, byte_budget: usize) -> Self {
+    pub(crate) fn with_budget(limit: usize, byte_budget: usize) -> Self {
         DecisionCache {
             decisions: HashMap::new(),
             limit: limit.max(1),
@@ -310,12 +310,14 @@ impl DecisionCache {
 
     /// Forgets everything (the token changed).
     pub fn clear(&mut self) {
+        // A new map, not `HashMap::clear`, which would keep the old capacity.
         self.decisions = HashMap::new();
         self.bytes = 0;
     }
 
     /// Accounted bytes of the decisions held now.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         self.bytes
     }
 

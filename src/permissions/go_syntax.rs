@@ -26,6 +26,9 @@
 //!   mark the key for the backtracking fallback. Named backreferences
 //!   (`\k<n>`, `(?P=n)`) are not: they match nothing, like any key Go rejects.
 //! - `(?<name>re)` is accepted as a named group, as Go accepts it since 1.22.
+//! - Go accepts a repeated empty-width assertion (`^*`, `\b+`, `$?`), so
+//!   Rookery does too. (PROTOCOL.md §6 cites `^*.$` as a key Go rejects; Go
+//!   1.19 compiles it, and Go's answer is what this module follows.)
 //! - In the fallback engine `\b`/`\B` are spelled as ASCII look-arounds, so
 //!   they keep Go's ASCII meaning there too.
 //! - Go's size limits are mirrored where they are cheap to mirror: nesting
@@ -203,171 +206,27 @@ fn posix_group(name: &str) -> Option<&'static [(u32, u32)]> {
     })
 }
 
-/// Go 1.19's `unicode.Categories` keys.
-const CATEGORIES: &[&str] = &[
-    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N", "Nd", "Nl", "No", "P",
-    "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So", "Z", "Zl", "Zp", "Zs",
-];
+/// Go 1.19's `unicode.Categories` keys, space-separated.
+const CATEGORIES: &str =
+    "C Cc Cf Co Cs L Ll Lm Lo Lt Lu M Mc Me Mn N Nd Nl No P Pc Pd Pe Pf Pi Po Ps S Sc Sk Sm So Z Zl Zp Zs";
 
-/// Go 1.19's `unicode.Scripts` keys (Unicode 13).
-const SCRIPTS: &[&str] = &[
-    "Adlam",
-    "Ahom",
-    "Anatolian_Hieroglyphs",
-    "Arabic",
-    "Armenian",
-    "Avestan",
-    "Balinese",
-    "Bamum",
-    "Bassa_Vah",
-    "Batak",
-    "Bengali",
-    "Bhaiksuki",
-    "Bopomofo",
-    "Brahmi",
-    "Braille",
-    "Buginese",
-    "Buhid",
-    "Canadian_Aboriginal",
-    "Carian",
-    "Caucasian_Albanian",
-    "Chakma",
-    "Cham",
-    "Cherokee",
-    "Chorasmian",
-    "Common",
-    "Coptic",
-    "Cuneiform",
-    "Cypriot",
-    "Cyrillic",
-    "Deseret",
-    "Devanagari",
-    "Dives_Akuru",
-    "Dogra",
-    "Duployan",
-    "Egyptian_Hieroglyphs",
-    "Elbasan",
-    "Elymaic",
-    "Ethiopic",
-    "Georgian",
-    "Glagolitic",
-    "Gothic",
-    "Grantha",
-    "Greek",
-    "Gujarati",
-    "Gunjala_Gondi",
-    "Gurmukhi",
-    "Han",
-    "Hangul",
-    "Hanifi_Rohingya",
-    "Hanunoo",
-    "Hatran",
-    "Hebrew",
-    "Hiragana",
-    "Imperial_Aramaic",
-    "Inherited",
-    "Inscriptional_Pahlavi",
-    "Inscriptional_Parthian",
-    "Javanese",
-    "Kaithi",
-    "Kannada",
-    "Katakana",
-    "Kayah_Li",
-    "Kharoshthi",
-    "Khitan_Small_Script",
-    "Khmer",
-    "Khojki",
-    "Khudawadi",
-    "Lao",
-    "Latin",
-    "Lepcha",
-    "Limbu",
-    "Linear_A",
-    "Linear_B",
-    "Lisu",
-    "Lycian",
-    "Lydian",
-    "Mahajani",
-    "Makasar",
-    "Malayalam",
-    "Mandaic",
-    "Manichaean",
-    "Marchen",
-    "Masaram_Gondi",
-    "Medefaidrin",
-    "Meetei_Mayek",
-    "Mende_Kikakui",
-    "Meroitic_Cursive",
-    "Meroitic_Hieroglyphs",
-    "Miao",
-    "Modi",
-    "Mongolian",
-    "Mro",
-    "Multani",
-    "Myanmar",
-    "Nabataean",
-    "Nandinagari",
-    "New_Tai_Lue",
-    "Newa",
-    "Nko",
-    "Nushu",
-    "Nyiakeng_Puachue_Hmong",
-    "Ogham",
-    "Ol_Chiki",
-    "Old_Hungarian",
-    "Old_Italic",
-    "Old_North_Arabian",
-    "Old_Permic",
-    "Old_Persian",
-    "Old_Sogdian",
-    "Old_South_Arabian",
-    "Old_Turkic",
-    "Oriya",
-    "Osage",
-    "Osmanya",
-    "Pahawh_Hmong",
-    "Palmyrene",
-    "Pau_Cin_Hau",
-    "Phags_Pa",
-    "Phoenician",
-    "Psalter_Pahlavi",
-    "Rejang",
-    "Runic",
-    "Samaritan",
-    "Saurashtra",
-    "Sharada",
-    "Shavian",
-    "Siddham",
-    "SignWriting",
-    "Sinhala",
-    "Sogdian",
-    "Sora_Sompeng",
-    "Soyombo",
-    "Sundanese",
-    "Syloti_Nagri",
-    "Syriac",
-    "Tagalog",
-    "Tagbanwa",
-    "Tai_Le",
-    "Tai_Tham",
-    "Tai_Viet",
-    "Takri",
-    "Tamil",
-    "Tangut",
-    "Telugu",
-    "Thaana",
-    "Thai",
-    "Tibetan",
-    "Tifinagh",
-    "Tirhuta",
-    "Ugaritic",
-    "Vai",
-    "Wancho",
-    "Warang_Citi",
-    "Yezidi",
-    "Yi",
-    "Zanabazar_Square",
-];
+/// Go 1.19's `unicode.Scripts` keys (Unicode 13), space-separated.
+const SCRIPTS: &str = "Adlam Ahom Anatolian_Hieroglyphs Arabic Armenian Avestan Balinese Bamum Bassa_Vah Batak Bengali \
+    Bhaiksuki Bopomofo Brahmi Braille Buginese Buhid Canadian_Aboriginal Carian Caucasian_Albanian \
+    Chakma Cham Cherokee Chorasmian Common Coptic Cuneiform Cypriot Cyrillic Deseret Devanagari \
+    Dives_Akuru Dogra Duployan Egyptian_Hieroglyphs Elbasan Elymaic Ethiopic Georgian Glagolitic Gothic \
+    Grantha Greek Gujarati Gunjala_Gondi Gurmukhi Han Hangul Hanifi_Rohingya Hanunoo Hatran Hebrew \
+    Hiragana Imperial_Aramaic Inherited Inscriptional_Pahlavi Inscriptional_Parthian Javanese Kaithi \
+    Kannada Katakana Kayah_Li Kharoshthi Khitan_Small_Script Khmer Khojki Khudawadi Lao Latin Lepcha \
+    Limbu Linear_A Linear_B Lisu Lycian Lydian Mahajani Makasar Malayalam Mandaic Manichaean Marchen \
+    Masaram_Gondi Medefaidrin Meetei_Mayek Mende_Kikakui Meroitic_Cursive Meroitic_Hieroglyphs Miao Modi \
+    Mongolian Mro Multani Myanmar Nabataean Nandinagari New_Tai_Lue Newa Nko Nushu \
+    Nyiakeng_Puachue_Hmong Ogham Ol_Chiki Old_Hungarian Old_Italic Old_North_Arabian Old_Permic \
+    Old_Persian Old_Sogdian Old_South_Arabian Old_Turkic Oriya Osage Osmanya Pahawh_Hmong Palmyrene \
+    Pau_Cin_Hau Phags_Pa Phoenician Psalter_Pahlavi Rejang Runic Samaritan Saurashtra Sharada Shavian \
+    Siddham SignWriting Sinhala Sogdian Sora_Sompeng Soyombo Sundanese Syloti_Nagri Syriac Tagalog \
+    Tagbanwa Tai_Le Tai_Tham Tai_Viet Takri Tamil Tangut Telugu Thaana Thai Tibetan Tifinagh Tirhuta \
+    Ugaritic Vai Wancho Warang_Citi Yezidi Yi Zanabazar_Square";
 
 /// A class that matches no character (Go accepts `\x{D800}`, which can never match a string).
 const NOTHING: &str = r"[^\x{0}-\x{10FFFF}]";
@@ -392,9 +251,6 @@ fn push_range(out: &mut String, lo: u32, hi: u32) {
     };
     if lo > hi {
         return;
-    }
-    if lo < 0xD800 && hi > 0xDFFF {
-        // Fine: a range may span the surrogate gap.
     }
     push_char(out, lo_c);
     if hi != lo {
@@ -650,7 +506,8 @@ impl Translator {
                     saw_flag = false;
                     continue;
                 }
-                ':' | ')' if !(negated && !saw_flag) => {
+                // Go: a `-` must be followed by at least one flag.
+                ':' | ')' if !negated || saw_flag => {
                     if c == ':' {
                         let mut opening = String::new();
                         flags.emit(&mut opening, ':');
@@ -868,14 +725,14 @@ fn parse_unicode_class(t: &str) -> Result<Option<(String, &str)>, SyntaxError> {
         }
         None => name,
     };
-    let known = name == "Any" || CATEGORIES.contains(&name) || SCRIPTS.contains(&name);
-    if !known {
-        return error("invalid character class range", seq);
-    }
-    let property = if CATEGORIES.contains(&name) || name == "Any" {
+    let listed = |table: &str| table.split(' ').any(|entry| entry == name);
+    let property = if name == "Any" || listed(CATEGORIES) {
         name.to_owned()
-    } else {
+    } else if listed(SCRIPTS) {
+        // Spelled as a script so the crates cannot read it as another property.
         format!("sc={name}")
+    } else {
+        return error("invalid character class range", seq);
     };
     let text = if positive {
         format!(r"\p{{{property}}}")

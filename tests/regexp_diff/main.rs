@@ -414,7 +414,7 @@ fn random_key(rng: &mut Rng) -> String {
 
 fn corpus() -> Vec<String> {
     let mut keys: Vec<String> = TRICKY_KEYS.iter().map(|k| (*k).to_owned()).collect();
-    let mut rng = Rng(0x5EED_0F_2026);
+    let mut rng = Rng(0x5EED_2026);
     while keys.len() < TRICKY_KEYS.len() + 3000 {
         keys.push(random_key(&mut rng));
     }
