@@ -87,10 +87,15 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium for the browser tests"
   apt_install chromium
 fi
+if ! command -v go >/dev/null 2>&1; then
+  echo "installing Debian's golang-go for the permission-key differential test (tests/regexp_diff)"
+  apt_install golang-go
+fi
 echo "cargo: $(cargo --version)"
 echo "node: $(node --version), npm: $(npm --version)"
 echo "python3: $(python3 --version 2>&1)"
 echo "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo '?')"
+echo "go: $(go version)"
 
 # ---------------------------------------------------------------------------
 stage "JS test dependencies (npm ci in tests/js)"

@@ -2,15 +2,30 @@
 //!
 //! Owns the matching rules of PROTOCOL.md §6: keys are regexes searched (not
 //! anchored) in the room name, evaluated in the order they appear in the
-//! token's JSON text, and **the last key that matches decides**. Keys compile
-//! with the linear-time `regex` crate when it accepts them; only keys that need
-//! look-around or backreferences fall back to `fancy-regex`, with a hard
+//! token's JSON text, and **the last key that matches decides**; a key that
+//! appears twice counts once, at its last position, with its last value.
+//!
+//! Key syntax is Go's `regexp` plus look-around and backreferences. Every key
+//! first goes through [`go_syntax`], which parses it with Go's rules (so a key
+//! Go rejects matches nothing, however lenient the crates are) and re-spells
+//! it so the crates read it as Go does; see that module for the decisions.
+//! Plain keys then compile with the linear-time `regex` crate; only keys that
+//! need look-around or backreferences use `fancy-regex`, with a hard
 //! backtracking limit. A key that compiles in neither engine matches nothing.
+//!
+//! [`DecisionCache`] remembers one connection's decisions, bounded in entries
+//! and in (approximate) bytes.
+
+mod go_syntax;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use serde_json::{Map, Value};
+use serde::de::{Deserializer as _, MapAccess, Visitor};
+use serde_json::Value;
+
+use go_syntax::Translation;
 
 /// Backtracking steps a fallback pattern may take per match; hitting the limit counts as no match.
 const BACKTRACK_LIMIT: usize = 100_000;
@@ -47,6 +62,8 @@ pub enum InvalidPermissions {
     NotAnObject,
     #[error("permission for key {0:?} must be an object with boolean publish/subscribe")]
     BadRule(String),
+    #[error("permissions are not valid JSON")]
+    NotJson,
 }
 
 enum Matcher {
@@ -58,15 +75,24 @@ enum Matcher {
 
 impl Matcher {
     fn compile(pattern: &str) -> Matcher {
-        if let Ok(re) = regex::Regex::new(pattern) {
-            return Matcher::Linear(re);
-        }
-        match fancy_regex::RegexBuilder::new(pattern)
-            .backtrack_limit(BACKTRACK_LIMIT)
-            .build()
-        {
-            Ok(re) => Matcher::Backtracking(re),
-            Err(_) => Matcher::Never,
+        Self::try_compile(pattern).unwrap_or(Matcher::Never)
+    }
+
+    /// Go's syntax check, then the engine the key needs; `Err` says why the key can never match.
+    fn try_compile(pattern: &str) -> Result<Matcher, String> {
+        match go_syntax::translate(pattern).map_err(|e| e.to_string())? {
+            // The crate's default nest limit (250) stays: Go allows 1000, but
+            // the crate compiles recursively and deeper keys overflow a
+            // worker's stack. Keys nested deeper than that match nothing.
+            Translation::Linear(canonical) => regex::RegexBuilder::new(&canonical)
+                .build()
+                .map(Matcher::Linear)
+                .map_err(|e| e.to_string()),
+            Translation::Fallback(canonical) => fancy_regex::RegexBuilder::new(&canonical)
+                .backtrack_limit(BACKTRACK_LIMIT)
+                .build()
+                .map(Matcher::Backtracking)
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -77,11 +103,6 @@ impl Matcher {
             Matcher::Backtracking(re) => re.is_match(room).unwrap_or(false),
             Matcher::Never => false,
         }
-    }
-
-    /// Whether the key compiles in either engine (used to validate policies).
-    fn compiles(&self) -> bool {
-        !matches!(self, Matcher::Never)
     }
 }
 
@@ -137,24 +158,44 @@ impl std::fmt::Debug for Permissions {
 }
 
 impl Permissions {
-    /// Compiles a `permissions` claim. The map must preserve the JSON key order
-    /// (serde_json's `preserve_order` feature), because the last match wins.
+    /// Compiles a `permissions` claim already parsed into a map (policies,
+    /// the REST API). The map must preserve key order (serde_json's
+    /// `preserve_order`), because the last match wins; it cannot carry
+    /// duplicate keys. Tokens use [`Permissions::from_json_text`].
     pub fn from_claim(claim: &Value) -> Result<Self, InvalidPermissions> {
         let map = claim.as_object().ok_or(InvalidPermissions::NotAnObject)?;
-        Self::from_map(map)
+        Self::from_entries(map.iter().map(|(key, value)| (key.clone(), value.clone())).collect())
     }
 
-    fn from_map(map: &Map<String, Value>) -> Result<Self, InvalidPermissions> {
-        let rules = map
-            .iter()
-            .map(|(key, value)| {
-                let decision = parse_rule(value).ok_or_else(|| InvalidPermissions::BadRule(key.clone()))?;
-                Ok(Rule {
+    /// Compiles a `permissions` claim from the token's JSON text, where a key
+    /// that appears twice counts at its **last** position with its last value
+    /// (a parsed map would keep the first position).
+    pub(crate) fn from_json_text(text: &str) -> Result<Self, InvalidPermissions> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let entries = deserializer
+            .deserialize_any(EntriesVisitor)
+            .map_err(|_| InvalidPermissions::NotJson)?
+            .ok_or(InvalidPermissions::NotAnObject)?;
+        deserializer.end().map_err(|_| InvalidPermissions::NotJson)?;
+        Self::from_entries(entries)
+    }
+
+    /// Entries in text order, duplicates included; every value must be a valid rule.
+    fn from_entries(entries: Vec<(String, Value)>) -> Result<Self, InvalidPermissions> {
+        let mut last_position: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+        for (position, (key, _)) in entries.iter().enumerate() {
+            last_position.insert(key, position);
+        }
+        let mut rules = Vec::with_capacity(last_position.len());
+        for (position, (key, value)) in entries.iter().enumerate() {
+            let decision = parse_rule(value).ok_or_else(|| InvalidPermissions::BadRule(key.clone()))?;
+            if last_position.get(key.as_str()) == Some(&position) {
+                rules.push(Rule {
                     matcher: interned_matcher(key),
                     decision,
-                })
-            })
-            .collect::<Result<_, _>>()?;
+                });
+            }
+        }
         Ok(Permissions { rules })
     }
 
@@ -168,20 +209,84 @@ impl Permissions {
     }
 }
 
+/// Reads a JSON value as the entries of an object in text order, duplicates
+/// included; `None` when the value is not an object.
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Option<Vec<(String, Value)>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, Value>()? {
+            entries.push(entry);
+        }
+        Ok(Some(entries))
+    }
+
+    // Any other JSON value parses but is not an object.
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+}
+
+/// Default byte budget of one connection's [`DecisionCache`].
+pub(crate) const DECISION_CACHE_BYTES: usize = 16 * 1024;
+
+/// What one cached decision is accounted at besides its room name's bytes:
+/// the `Arc<str>` header (two counters), the map's key and value slots and
+/// its control byte, rounded up.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
 /// Decisions of one connection, computed once per room and kept until the
-/// token changes. Bounded: a client cycling through endless room names resets
-/// the cache instead of growing it.
+/// token changes. Bounded in entries **and** in approximate bytes (room name
+/// plus [`ENTRY_OVERHEAD_BYTES`] per entry): a client cycling through endless
+/// or long room names resets the cache instead of growing it, so a
+/// connection's cache never holds more than about its byte budget.
 #[derive(Debug)]
 pub struct DecisionCache {
     decisions: HashMap<Arc<str>, Decision>,
     limit: usize,
+    byte_budget: usize,
+    bytes: usize,
 }
 
 impl DecisionCache {
+    /// A cache of at most `limit` entries and [`DECISION_CACHE_BYTES`] bytes.
     pub fn new(limit: usize) -> Self {
+        Self::with_budget(limit, DECISION_CACHE_BYTES)
+    }
+
+    /// A cache of at most `limit` entries and about `byte_budget` bytes.
+    pub(crate) fn with_budget(limit: usize, byte_budget: usize) -> Self {
         DecisionCache {
             decisions: HashMap::new(),
             limit: limit.max(1),
+            byte_budget,
+            bytes: 0,
         }
     }
 
@@ -191,29 +296,41 @@ impl DecisionCache {
             return *decision;
         }
         let decision = permissions.decide(room);
-        if self.decisions.len() >= self.limit {
-            self.decisions.clear();
+        let cost = Self::cost(room);
+        if self.decisions.len() >= self.limit || self.bytes + cost > self.byte_budget {
+            self.clear();
         }
-        self.decisions.insert(room.into(), decision);
+        // A single entry over the whole budget is computed but not kept.
+        if cost <= self.byte_budget {
+            self.decisions.insert(room.into(), decision);
+            self.bytes += cost;
+        }
         decision
     }
 
     /// Forgets everything (the token changed).
     pub fn clear(&mut self) {
-        self.decisions.clear();
+        // A new map, not `HashMap::clear`, which would keep the old capacity.
+        self.decisions = HashMap::new();
+        self.bytes = 0;
+    }
+
+    /// Accounted bytes of the decisions held now.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn cost(room: &str) -> usize {
+        room.len() + ENTRY_OVERHEAD_BYTES
     }
 }
 
-/// Reports whether `pattern` compiles in either engine; policies use it to
-/// refuse rules that could never match at startup.
+/// Reports whether `pattern` can ever match: it must be valid Go syntax (plus
+/// look-around and backreferences) and compile in its engine. Policies use it
+/// to refuse rules that could never match at startup.
 pub fn pattern_compiles(pattern: &str) -> Result<(), String> {
-    if Matcher::compile(pattern).compiles() {
-        Ok(())
-    } else {
-        let linear = regex::Regex::new(pattern).err().map(|e| e.to_string());
-        let fancy = fancy_regex::Regex::new(pattern).err().map(|e| e.to_string());
-        Err(fancy.or(linear).unwrap_or_default())
-    }
+    Matcher::try_compile(pattern).map(|_| ())
 }
 
 /// `{"publish":bool,"subscribe":bool,"history":int?}`; missing booleans are false.
@@ -338,6 +455,126 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_count_at_their_last_position() {
+        // "a" first allows, then ".*" denies, then "a" allows again: the
+        // second "a" is the last key, so it decides "a".
+        let later =
+            Permissions::from_json_text(r#"{"a":{"publish":false},".*":{"publish":false},"a":{"publish":true}}"#)
+                .unwrap();
+        assert!(later.decide("a").publish);
+        assert!(!later.decide("b").publish);
+        // The other direction: the duplicate moves "a" behind ".*" with a deny.
+        let earlier =
+            Permissions::from_json_text(r#"{"a":{"publish":true},".*":{"publish":true},"a":{"publish":false}}"#)
+                .unwrap();
+        assert!(!earlier.decide("a").publish);
+        assert!(earlier.decide("b").publish);
+        assert_eq!(earlier.rules.len(), 2);
+    }
+
+    #[test]
+    fn json_text_errors() {
+        let bad = |text: &str| Permissions::from_json_text(text).err();
+        assert_eq!(bad("[]"), Some(InvalidPermissions::NotAnObject));
+        assert_eq!(bad("5"), Some(InvalidPermissions::NotAnObject));
+        assert_eq!(bad("{"), Some(InvalidPermissions::NotJson));
+        assert_eq!(bad("{} x"), Some(InvalidPermissions::NotJson));
+        assert!(matches!(
+            bad(r#"{"a":{"publish":"yes"},"a":{"publish":true}}"#),
+            Some(InvalidPermissions::BadRule(_))
+        ));
+    }
+
+    #[test]
+    fn keys_go_rejects_match_nothing_even_where_the_crates_accept_them() {
+        // Each of these compiles in the regex crate; Go refuses it.
+        for key in [r"\Z", "(?x)a", r"\u0061", r"\p{greek}", r"[\b]a", "(?u)a", "a**"] {
+            let p = Permissions::from_claim(&serde_json::json!({ key: {"publish": true} })).unwrap();
+            assert!(!p.decide("a").publish, "{key}");
+            assert!(pattern_compiles(key).is_err(), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_read_as_go_reads_them() {
+        let allows = |key: &str, room: &str| {
+            Permissions::from_claim(&serde_json::json!({ key: {"publish": true} }))
+                .unwrap()
+                .decide(room)
+                .publish
+        };
+        // ASCII classes and boundaries.
+        assert!(!allows(r"\d", "٣"));
+        assert!(allows(r"\w", "a"));
+        assert!(!allows(r"\w", "é"));
+        assert!(
+            !allows(r"\bé", "é"),
+            "é is no word character for Go: no boundary before é"
+        );
+        // Go literals the crates read as syntax.
+        assert!(allows(r"^a{01}$", "a{01}"));
+        assert!(allows(r"^a{,2}$", "a{,2}"));
+        assert!(!allows(r"^a{,2}$", "aa"));
+        assert!(allows(r"^a\<$", "a<"));
+        assert!(allows(r"^[a&&b]$", "&"));
+        assert!(allows(r"^\Qa.b\E$", "a.b"));
+        assert!(!allows(r"^\Qa.b\E$", "axb"));
+        assert!(allows(r"^\101$", "A"), "octal escape");
+        assert!(allows(r"^a(?i)*$", "aaa"));
+        assert!(allows(r"^^*a$", "a"), "Go accepts a repeated ^");
+        // Go spellings the crates refuse.
+        assert!(allows("(?ii)A", "a"));
+        assert!(allows("(?P<1>a)", "a"));
+        assert!(allows("(?i)(?P<n>a)(?P<n>b)", "AB"));
+    }
+
+    #[test]
+    fn deep_nesting_neither_crashes_nor_matches() {
+        // Run on a thread with a tokio worker's stack, as a session would.
+        std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(|| {
+                for depth in [100, 999, 5_000, 30_000] {
+                    let key = format!("{}a{}", "(".repeat(depth), ")".repeat(depth));
+                    let p = Permissions::from_claim(&serde_json::json!({ key: {"publish": true} })).unwrap();
+                    assert_eq!(p.decide("a").publish, depth <= 100, "{depth}");
+                    let look = format!("{}(?=a){}", "(".repeat(depth), ")".repeat(depth));
+                    let p = Permissions::from_claim(&serde_json::json!({ look: {"publish": true} })).unwrap();
+                    assert!(!p.decide("b").publish);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_cache_is_bounded_in_bytes() {
+        // The finding: refused publishes to 1,023 distinct 256-byte names.
+        let p = permissions(r#"{"^allowed$":{"publish":true}}"#);
+        let mut cache = DecisionCache::new(1024);
+        let mut peak = 0;
+        for i in 0..1023 {
+            let room = format!("{i:0>256}");
+            assert!(!cache.decide(&p, &room).publish);
+            peak = peak.max(cache.bytes());
+        }
+        assert!(peak <= DECISION_CACHE_BYTES, "{peak}");
+        assert!(cache.decisions.len() <= DECISION_CACHE_BYTES / (256 + ENTRY_OVERHEAD_BYTES));
+        // Short names still fit many entries, and the entry limit still holds.
+        let mut small = DecisionCache::with_budget(3, 1 << 20);
+        for room in ["a", "b", "c", "d"] {
+            small.decide(&p, room);
+        }
+        assert_eq!(small.decisions.len(), 1);
+        // An entry bigger than the whole budget is answered, not kept.
+        let mut tiny = DecisionCache::with_budget(10, 100);
+        assert!(tiny.decide(&p, "allowed").publish);
+        assert!(!tiny.decide(&p, &"x".repeat(200)).publish);
+        assert!(tiny.bytes() <= 100);
+    }
+
+    #[test]
     fn the_cache_remembers_and_stays_bounded() {
         let p = permissions(r#"{"^a":{"publish":true}}"#);
         let mut cache = DecisionCache::new(2);
@@ -362,5 +599,88 @@ mod tests {
             bad(r#"{"a":{"history":-1}}"#),
             Some(InvalidPermissions::BadRule(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A key of the simple subset: a literal over a small alphabet, optionally anchored.
+    #[derive(Debug, Clone)]
+    struct SimpleKey {
+        start: bool,
+        literal: String,
+        end: bool,
+    }
+
+    impl SimpleKey {
+        fn pattern(&self) -> String {
+            format!(
+                "{}{}{}",
+                if self.start { "^" } else { "" },
+                self.literal,
+                if self.end { "$" } else { "" }
+            )
+        }
+
+        /// The reference model of a search for this key in `room`.
+        fn matches(&self, room: &str) -> bool {
+            match (self.start, self.end) {
+                (false, false) => room.contains(&self.literal),
+                (true, false) => room.starts_with(&self.literal),
+                (false, true) => room.ends_with(&self.literal),
+                (true, true) => room == self.literal,
+            }
+        }
+    }
+
+    fn simple_key() -> impl Strategy<Value = SimpleKey> {
+        (any::<bool>(), "[ab-]{0,3}", any::<bool>()).prop_map(|(start, literal, end)| SimpleKey { start, literal, end })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn last_match_wins_like_the_reference_model(
+            rules in prop::collection::vec((simple_key(), any::<bool>()), 0..8),
+            rooms in prop::collection::vec("[ab-]{0,4}", 1..6),
+        ) {
+            // Written as JSON text so that repeated keys stay repeated.
+            let body: Vec<String> = rules
+                .iter()
+                .map(|(key, publish)| format!("{}:{{\"publish\":{publish}}}", Value::from(key.pattern())))
+                .collect();
+            let permissions = Permissions::from_json_text(&format!("{{{}}}", body.join(","))).unwrap();
+            // Reference: a repeated key lives only at its last position.
+            let effective: Vec<&(SimpleKey, bool)> = rules
+                .iter()
+                .enumerate()
+                .filter(|(i, (key, _))| !rules[i + 1..].iter().any(|(later, _)| later.pattern() == key.pattern()))
+                .map(|(_, rule)| rule)
+                .collect();
+            for room in &rooms {
+                let expected = effective.iter().rev().find(|(key, _)| key.matches(room)).is_some_and(|(_, publish)| *publish);
+                prop_assert_eq!(permissions.decide(room).publish, expected, "room {:?}", room);
+            }
+        }
+
+        #[test]
+        fn arbitrary_patterns_never_panic(
+            regexish in r"[\\()\[\]{}?*+|^$.ab0-9:,PpQEdwbBxkiUmsz<>=!-]{0,16}",
+            anything in ".{0,16}",
+            room in ".{0,12}",
+        ) {
+            for key in [regexish, anything] {
+                let p = Permissions::from_claim(&serde_json::json!({ key.clone(): {"publish": true} })).unwrap();
+                let decided = p.decide(&room).publish;
+                // A key that can never match must say so to policies, and vice versa.
+                if decided {
+                    prop_assert!(pattern_compiles(&key).is_ok());
+                }
+            }
+        }
     }
 }

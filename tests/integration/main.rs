@@ -5,5 +5,6 @@ mod util;
 mod chat;
 mod durability;
 mod hostile;
+mod jwt;
 mod ops;
 mod rest;
