@@ -88,7 +88,7 @@ pub(crate) fn room_names(count: usize) -> Vec<String> {
 
 /// A pool of distinct JSON message bodies of `size` bytes total (timestamp header included).
 /// The text is pseudo-random so that fjall's LZ4 gets no easier a job than real chat text.
-fn payloads(size: usize) -> Vec<Vec<u8>> {
+pub(crate) fn payloads(size: usize) -> Vec<Vec<u8>> {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ";
     (0..32u64)
         .map(|n| {
