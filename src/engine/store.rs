@@ -50,6 +50,11 @@ pub const SCHEMA_VERSION: u64 = 1;
 /// What a room costs in the byte bound besides its messages, so that many
 /// near-empty rooms cannot slip under it.
 const ROOM_OVERHEAD_BYTES: u64 = 256;
+/// redb's page cache. Its default (1 GiB) would let history reads grow the
+/// process far past what its connections need; recent messages of active
+/// rooms are cached by the engine anyway.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// What one stored message costs besides its record.
 const MESSAGE_OVERHEAD_BYTES: u64 = 32;
 
@@ -230,7 +235,9 @@ impl Store {
     pub fn open(options: StoreOptions, channels: &[ChannelLimits]) -> Result<Store, StoreError> {
         let db = match &options.path {
             None => {
-                let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+                let db = Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .create_with_backend(redb::backends::InMemoryBackend::new())?;
                 stamp_schema(&db)?;
                 db
             }
@@ -338,7 +345,7 @@ fn open_file(path: &PathBuf) -> Result<Database, StoreError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let problem = match Database::create(path) {
+    let problem = match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
         Ok(db) => match schema_of(&db) {
             Ok(None) => {
                 stamp_schema(&db)?;
@@ -359,7 +366,7 @@ fn open_file(path: &PathBuf) -> Result<Database, StoreError> {
         "the store cannot be used; it was set aside and a new one started (history starts over, with new epochs)"
     );
     std::fs::rename(path, &aside)?;
-    let db = Database::create(path)?;
+    let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
     stamp_schema(&db)?;
     Ok(db)
 }
