@@ -610,21 +610,22 @@ impl Translator {
                 break;
             }
             first = false;
-            if t.len() > 2 && t.starts_with("[:") {
-                if let Some(end) = t[2..].find(":]") {
-                    let name = &t[..end + 4];
-                    let inner = &t[2..end + 2];
-                    let (positive, inner) = match inner.strip_prefix('^') {
-                        Some(inner) => (false, inner),
-                        None => (true, inner),
-                    };
-                    let Some(ranges) = posix_group(inner) else {
-                        return error("invalid character class range", name);
-                    };
-                    push_group_item(&mut items, positive, ranges);
-                    t = &t[end + 4..];
-                    continue;
-                }
+            if t.len() > 2
+                && t.starts_with("[:")
+                && let Some(end) = t[2..].find(":]")
+            {
+                let name = &t[..end + 4];
+                let inner = &t[2..end + 2];
+                let (positive, inner) = match inner.strip_prefix('^') {
+                    Some(inner) => (false, inner),
+                    None => (true, inner),
+                };
+                let Some(ranges) = posix_group(inner) else {
+                    return error("invalid character class range", name);
+                };
+                push_group_item(&mut items, positive, ranges);
+                t = &t[end + 4..];
+                continue;
             }
             if let Some((text, rest)) = parse_unicode_class(t)? {
                 items.push_str(&text);
