@@ -74,6 +74,7 @@ fn fanout(c: &mut Criterion) {
         expiry: ExpiryMode::OnAuthenticate,
         expiry_grace_seconds: 0,
         jwt_leeway_seconds: 0,
+        guests: true,
     });
     let room = RoomName::parse("bench-room", 256).unwrap();
     let mut readers = Vec::with_capacity(SUBSCRIBERS);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::{Accounts, MemoryAccountStore};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::server::IpLimiter;
@@ -18,17 +19,24 @@ pub struct App {
     /// Tracks WebSocket sessions, which hyper's graceful shutdown does not see.
     pub sessions: TaskTracker,
     pub ip_limiter: IpLimiter,
+    /// Members, sessions and live names (PROTOCOL.md §11).
+    pub accounts: Arc<Accounts>,
 }
 
 impl App {
     pub fn new(config: Config, shutdown: CancellationToken) -> Arc<App> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
+        // Memory until the durable store lands; then `crate::accounts::open_store`.
+        // The parameters were validated when the config loaded.
+        let accounts = Accounts::new(&config, Arc::new(MemoryAccountStore::new()))
+            .expect("Argon2 parameters are validated by Config::load");
         Arc::new(App {
             broker: Broker::new(&config),
             config,
             shutdown,
             sessions: TaskTracker::new(),
             ip_limiter,
+            accounts: Arc::new(accounts),
         })
     }
 }
