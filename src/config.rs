@@ -342,12 +342,17 @@ impl Config {
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
             let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(&invalid)?;
-            let policy = policies.get("default").ok_or_else(|| {
-                invalid(format!(
-                    "the development channel needs {}/default.toml",
-                    policies_dir.display()
-                ))
-            })?;
+            // The chat page's policy (members and guests, PROTOCOL.md §11); a
+            // policies directory without it still runs the tutorial's.
+            let policy = policies
+                .get("chat")
+                .or_else(|| policies.get("default"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the development channel needs {0}/chat.toml or {0}/default.toml",
+                        policies_dir.display()
+                    ))
+                })?;
             channels.push(ChannelConfig {
                 id: dev.id,
                 secret: dev.secret,
@@ -527,6 +532,24 @@ mod tests {
         assert_eq!(first.auth_channel, first.channels[0].id);
         assert_eq!(first.dev_channel_file, Some(dir.join("dev-channel.toml")));
         assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(first.channels[0].policy.name, "chat");
+        assert!(first.channels[0].guests);
+    }
+
+    #[test]
+    fn embedded_default_falls_back_to_the_tutorial_policy() {
+        let dir = std::env::temp_dir().join(format!("rookery-dev-{}", random_alphanumeric(8)));
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        std::fs::copy(repo.join("default.toml"), policies.join("default.toml")).unwrap();
+        let overrides = Overrides {
+            policies_dir: Some(policies),
+            data_dir: Some(dir),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &overrides).unwrap();
+        assert_eq!(config.channels[0].policy.name, "default");
     }
 
     #[test]
