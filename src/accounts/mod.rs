@@ -165,10 +165,10 @@ impl Accounts {
         let normalized = names::normalize_username(username).ok();
         let key = normalized.as_deref().unwrap_or(INVALID_USERNAME_KEY);
         let now = Instant::now();
-        // Checked before the password: a locked account answers 429 even to
-        // the right password, so the lock tells a guesser nothing.
+        // Checked (and counted) before the password: a locked account answers
+        // 429 even to the right password, so the lock tells a guesser nothing.
         self.throttle
-            .check(key, ip, now)
+            .begin(key, ip, now)
             .map_err(AccountError::TooManyAttempts)?;
         let user = match &normalized {
             Some(username) => self.store.user(username)?,
@@ -183,10 +183,9 @@ impl Accounts {
             }
         };
         let Some(user) = user.filter(|_| verified) else {
-            self.throttle.record_failure(key, ip, now);
             return Err(AccountError::InvalidCredentials);
         };
-        self.throttle.clear_username(key);
+        self.throttle.succeeded(key, ip, now);
         let session = crate::ids::random_alphanumeric(SESSION_ID_CHARS);
         let record = SessionRecord {
             user: user.username.clone(),

@@ -1,7 +1,11 @@
 //! Limits on failed logins, per username and per source address (§11).
 //!
 //! Each key keeps the times of its recent failures (at most `limit` of them, so
-//! memory per key is bounded). A key with `limit` failures inside the window is
+//! memory per key is bounded). An attempt counts as a failure from the moment
+//! it starts ([`LoginThrottle::begin`]: check and count under one lock) until
+//! it is known to have succeeded ([`LoginThrottle::succeeded`]). Checking
+//! first and counting after the slow password verification would let many
+//! concurrent guesses all pass the check. A key with `limit` failures inside the window is
 //! locked until the oldest of them leaves the window; that wait is the
 //! `Retry-After` of the 429. Keys whose failures have all aged out are dropped
 //! whenever the table grows past [`PRUNE_AT`], so a spray of usernames or
@@ -19,7 +23,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Table size beyond which stale keys are swept on the next failure.
+/// Table size beyond which stale keys are swept on the next failure. After a
+/// sweep the next one waits until the table has doubled, so a table full of
+/// fresh keys costs amortized O(1) per failure, not a sweep each time.
 const PRUNE_AT: usize = 10_000;
 
 /// The key is locked; try again after this long.
@@ -51,28 +57,56 @@ enum Key {
 /// Sliding-window counters of failed logins.
 pub struct LoginThrottle {
     limits: ThrottleLimits,
-    failures: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    failures: Mutex<Failures>,
+}
+
+/// Failure times per key, and when to sweep next.
+#[derive(Default)]
+struct Failures {
+    times: HashMap<Key, VecDeque<Instant>>,
+    sweep_at: usize,
 }
 
 impl LoginThrottle {
     pub fn new(limits: ThrottleLimits) -> LoginThrottle {
         LoginThrottle {
             limits,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Failures {
+                times: HashMap::new(),
+                sweep_at: PRUNE_AT,
+            }),
+        }
+    }
+
+    /// Starts a login attempt: `Err` when the username or the address is
+    /// locked at `now`; else the attempt is counted as a failure until
+    /// [`succeeded`](Self::succeeded) says otherwise.
+    pub fn begin(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+        let mut failures = self.lock();
+        self.check(&failures, username, ip, now)?;
+        self.record(&mut failures, username, ip, now);
+        Ok(())
+    }
+
+    /// The attempt begun at `now` succeeded: the username's failures are
+    /// forgotten, and the address loses this attempt's count (only this one:
+    /// one correct password does not excuse guessing others).
+    pub fn succeeded(&self, username: &str, ip: IpAddr, now: Instant) {
+        let mut failures = self.lock();
+        failures.times.remove(&Key::User(username.to_owned()));
+        if let Some(times) = failures.times.get_mut(&Key::Ip(bucket(ip)))
+            && let Some(index) = times.iter().rposition(|t| *t == now)
+        {
+            times.remove(index);
         }
     }
 
     /// `Err` when either the username or the address is locked at `now`.
-    pub fn check(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
-        let failures = self.lock();
+    fn check(&self, failures: &Failures, username: &str, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+        let user = Key::User(username.to_owned());
         let waits = [
-            self.wait(
-                &failures,
-                &Key::User(username.to_owned()),
-                self.limits.per_username,
-                now,
-            ),
-            self.wait(&failures, &Key::Ip(bucket(ip)), self.limits.per_ip, now),
+            self.wait(&failures.times, &user, self.limits.per_username, now),
+            self.wait(&failures.times, &Key::Ip(bucket(ip)), self.limits.per_ip, now),
         ];
         match waits.into_iter().flatten().max() {
             Some(wait) => Err(RetryAfter(wait)),
@@ -80,30 +114,26 @@ impl LoginThrottle {
         }
     }
 
-    /// Counts one failed login for both keys.
-    pub fn record_failure(&self, username: &str, ip: IpAddr, now: Instant) {
-        let mut failures = self.lock();
-        if failures.len() >= PRUNE_AT {
+    /// Counts one failure for both keys.
+    fn record(&self, failures: &mut Failures, username: &str, ip: IpAddr, now: Instant) {
+        if failures.times.len() >= failures.sweep_at {
             let window = self.limits.window;
-            failures.retain(|_, times| times.back().is_some_and(|last| now.duration_since(*last) < window));
+            failures
+                .times
+                .retain(|_, times| times.back().is_some_and(|last| now.duration_since(*last) < window));
+            failures.sweep_at = (2 * failures.times.len()).max(PRUNE_AT);
         }
         for (key, limit) in [
             (Key::User(username.to_owned()), self.limits.per_username),
             (Key::Ip(bucket(ip)), self.limits.per_ip),
         ] {
-            let times = failures.entry(key).or_default();
+            let times = failures.times.entry(key).or_default();
             times.push_back(now);
             // Only the newest `limit` failures can ever lock the key.
             while times.len() > limit as usize {
                 times.pop_front();
             }
         }
-    }
-
-    /// Forgets a username's failures after a successful login. The address
-    /// keeps its count: one correct password does not excuse guessing others.
-    pub fn clear_username(&self, username: &str) {
-        self.lock().remove(&Key::User(username.to_owned()));
     }
 
     /// How long `key` stays locked, if it is.
@@ -128,7 +158,7 @@ impl LoginThrottle {
         Some((*oldest + self.limits.window).saturating_duration_since(now))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, VecDeque<Instant>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
         // A panic while holding the lock cannot leave the counters inconsistent
         // in a way that matters; keep serving.
         self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -168,51 +198,77 @@ mod tests {
         text.parse().unwrap()
     }
 
+    impl LoginThrottle {
+        /// Whether an attempt could begin, without counting one.
+        fn would_allow(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+            self.check(&self.lock(), username, ip, now)
+        }
+
+        /// One failed attempt.
+        fn fail(&self, username: &str, ip: IpAddr, now: Instant) {
+            self.begin(username, ip, now).expect("not locked");
+        }
+    }
+
     #[test]
     fn a_username_locks_after_its_limit_until_the_oldest_failure_ages_out() {
         let t = throttle(3, 100);
         let start = Instant::now();
         let a = ip("10.0.0.1");
         for i in 0..3 {
-            assert_eq!(t.check("alice", a, start + Duration::from_secs(i * 10)), Ok(()));
-            t.record_failure("alice", a, start + Duration::from_secs(i * 10));
+            assert_eq!(t.begin("alice", a, start + Duration::from_secs(i * 10)), Ok(()));
         }
         // Locked, from any address, for the rest of the first failure's window.
         let now = start + Duration::from_secs(30);
         assert_eq!(
-            t.check("alice", ip("10.9.9.9"), now),
+            t.begin("alice", ip("10.9.9.9"), now),
             Err(RetryAfter(WINDOW - Duration::from_secs(30)))
         );
-        assert_eq!(t.check("bob", a, now), Ok(()));
-        assert_eq!(t.check("alice", a, start + WINDOW), Ok(()));
-        // A success clears the username's count.
-        t.clear_username("alice");
-        assert_eq!(t.check("alice", a, now), Ok(()));
+        assert_eq!(t.would_allow("bob", a, now), Ok(()));
+        assert_eq!(t.would_allow("alice", a, start + WINDOW), Ok(()));
+    }
+
+    #[test]
+    fn attempts_count_from_their_start_until_they_succeed() {
+        let t = throttle(2, 2);
+        let now = Instant::now();
+        let a = ip("10.0.0.1");
+        // Two attempts in flight at once use up the username's budget…
+        t.begin("alice", a, now).unwrap();
+        t.begin("alice", a, now).unwrap();
+        assert!(t.would_allow("alice", a, now).is_err());
+        // …until one succeeds: the username is forgiven, and the address
+        // loses exactly that one attempt's count.
+        t.succeeded("alice", a, now);
+        assert_eq!(t.would_allow("alice", a, now), Ok(()));
+        t.fail("bob", a, now);
+        assert!(
+            t.would_allow("carol", a, now).is_err(),
+            "the other alice attempt and bob's count"
+        );
     }
 
     #[test]
     fn an_address_locks_across_usernames() {
         let t = throttle(100, 2);
         let now = Instant::now();
-        t.record_failure("alice", ip("10.0.0.1"), now);
-        t.record_failure("bob", ip("10.0.0.1"), now);
-        assert!(t.check("carol", ip("10.0.0.1"), now).is_err());
-        assert_eq!(t.check("carol", ip("10.0.0.2"), now), Ok(()));
-        t.clear_username("bob");
-        assert!(t.check("carol", ip("10.0.0.1"), now).is_err());
+        t.fail("alice", ip("10.0.0.1"), now);
+        t.fail("bob", ip("10.0.0.1"), now);
+        assert!(t.would_allow("carol", ip("10.0.0.1"), now).is_err());
+        assert_eq!(t.would_allow("carol", ip("10.0.0.2"), now), Ok(()));
     }
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
         let t = throttle(100, 2);
         let now = Instant::now();
-        t.record_failure("a", ip("2001:db8:1:2::1"), now);
-        t.record_failure("b", ip("2001:db8:1:2:ffff::9"), now);
-        assert!(t.check("c", ip("2001:db8:1:2::77"), now).is_err());
-        assert_eq!(t.check("c", ip("2001:db8:1:3::1"), now), Ok(()));
-        t.record_failure("a", ip("::ffff:10.0.0.5"), now);
-        t.record_failure("b", ip("10.0.0.5"), now);
-        assert!(t.check("c", ip("10.0.0.5"), now).is_err());
+        t.fail("a", ip("2001:db8:1:2::1"), now);
+        t.fail("b", ip("2001:db8:1:2:ffff::9"), now);
+        assert!(t.would_allow("c", ip("2001:db8:1:2::77"), now).is_err());
+        assert_eq!(t.would_allow("c", ip("2001:db8:1:3::1"), now), Ok(()));
+        t.fail("a", ip("::ffff:10.0.0.5"), now);
+        t.fail("b", ip("10.0.0.5"), now);
+        assert!(t.would_allow("c", ip("10.0.0.5"), now).is_err());
     }
 
     #[test]
@@ -220,15 +276,20 @@ mod tests {
         let t = throttle(2, 2);
         let start = Instant::now();
         for _ in 0..50 {
-            t.record_failure("alice", ip("10.0.0.1"), start);
+            let _ = t.begin("alice", ip("10.0.0.1"), start);
         }
-        assert!(t.lock().values().all(|times| times.len() <= 2));
-        for i in 0..PRUNE_AT as u32 {
-            t.record_failure(&format!("u{i}"), ip("10.0.0.1"), start);
+        assert!(t.lock().times.values().all(|times| times.len() <= 2));
+        // One username and one address per failure: the table fills with fresh keys.
+        for i in 0..(PRUNE_AT / 2) as u32 {
+            t.fail(&format!("u{i}"), IpAddr::V4(i.into()), start);
         }
-        assert!(t.lock().len() > PRUNE_AT);
-        t.record_failure("late", ip("10.0.0.2"), start + WINDOW);
-        assert_eq!(t.lock().len(), 2, "only the fresh keys remain");
+        assert!(t.lock().times.len() >= PRUNE_AT);
+        t.fail("now", ip("10.0.0.3"), start);
+        // Nothing was stale, so the next sweep waits for the table to double.
+        assert!(t.lock().sweep_at >= 2 * PRUNE_AT);
+        t.lock().sweep_at = PRUNE_AT;
+        t.fail("late", ip("10.0.0.2"), start + WINDOW);
+        assert_eq!(t.lock().times.len(), 2, "only the fresh keys remain");
     }
 
     #[test]
