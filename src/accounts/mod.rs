@@ -174,9 +174,11 @@ impl Accounts {
             Some(username) => self.store.user(username)?,
             None => None,
         };
+        // An impossible password is refused unhashed for known and unknown
+        // users alike, so its timing says nothing about the user either.
         let verified = match &user {
-            Some(user) if names::plausible_password(password) => self.hasher.verify(password, &user.password_hash),
-            Some(_) => false,
+            _ if !names::plausible_password(password) => false,
+            Some(user) => self.hasher.verify(password, &user.password_hash),
             None => {
                 self.hasher.verify_dummy(password);
                 false
