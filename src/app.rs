@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accounts::{Accounts, MemoryAccountStore};
 use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
@@ -23,12 +24,18 @@ pub struct App {
     /// Tracks WebSocket sessions, which hyper's graceful shutdown does not see.
     pub sessions: TaskTracker,
     pub ip_limiter: IpLimiter,
+    /// Members, sessions and live names (PROTOCOL.md §11).
+    pub accounts: Arc<Accounts>,
 }
 
 impl App {
     /// Opens the engine's store and builds the server's shared state.
     pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
+        // Memory until the durable store lands; then `crate::accounts::open_store`.
+        // The parameters were validated when the config loaded.
+        let accounts = Accounts::new(&config, Arc::new(MemoryAccountStore::new()))
+            .expect("Argon2 parameters are validated by Config::load");
         let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
         let engine = Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?;
         Ok(Arc::new(App {
@@ -38,6 +45,7 @@ impl App {
             shutdown,
             sessions: TaskTracker::new(),
             ip_limiter,
+            accounts: Arc::new(accounts),
         }))
     }
 }

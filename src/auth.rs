@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::clock::Clock;
 use crate::config::{ChannelConfig, Config};
+use crate::policy::Subject;
 use crate::token::{TokenIssuer, TokenVerifier};
 
 /// Every channel's credentials, by channel id.
@@ -74,12 +75,22 @@ impl ChannelAuth {
         self.clock.now()
     }
 
-    /// Mints a token with the channel policy's rules rendered for `client`.
+    /// Mints a token with the channel policy's rules rendered for `client` and,
+    /// for a logged-in member, `user` (rules with `{user}` are left out for guests).
     ///
     /// `client` is `None` for REST tokens (no `client` claim; PROTOCOL.md §9);
     /// `ttl_seconds` defaults to the channel's token lifetime.
-    pub fn mint(&self, client: Option<&str>, data: Option<&Value>, ttl_seconds: Option<u64>) -> Minted {
-        let permissions = self.config.policy.render(client.unwrap_or(""));
+    pub fn mint(
+        &self,
+        client: Option<&str>,
+        user: Option<&str>,
+        data: Option<&Value>,
+        ttl_seconds: Option<u64>,
+    ) -> Minted {
+        let permissions = self.config.policy.render_for(&Subject {
+            client: client.unwrap_or(""),
+            user,
+        });
         let expires_at = self
             .clock
             .now()

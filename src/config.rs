@@ -119,6 +119,81 @@ impl Default for Limits {
     }
 }
 
+// ---- Members (PROTOCOL.md §11): `registration`, `[accounts]`, and each channel's `guests`. ----
+
+/// Whether `POST /register` creates accounts (`registration = "open" | "closed"`).
+/// Operators can always add users with `rookery user add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    #[default]
+    Open,
+    Closed,
+}
+
+/// The `[accounts]` table: sessions, login throttling and password hashing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsConfig {
+    /// Lifetime of a login session and its cookie, in seconds (30 days).
+    pub session_lifetime_seconds: u64,
+    /// Mark the session cookie `Secure`: set it when clients reach the server
+    /// over HTTPS (behind a TLS-terminating proxy), never for plain HTTP.
+    pub secure_cookies: bool,
+    /// Failed logins per username within the window before `429`.
+    pub login_failures_per_username: u32,
+    /// Failed logins per source address (IPv6: per /64) within the window before `429`.
+    pub login_failures_per_ip: u32,
+    /// The throttling window, in seconds (15 minutes).
+    pub login_failure_window_seconds: u64,
+    /// Argon2id memory per hash, in KiB (OWASP: 19 MiB).
+    pub argon2_memory_kib: u32,
+    /// Argon2id passes over the memory (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes (OWASP: 1).
+    pub argon2_parallelism: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        let hash = crate::accounts::password::HashParams::default();
+        AccountsConfig {
+            session_lifetime_seconds: 30 * 24 * 3600,
+            secure_cookies: false,
+            login_failures_per_username: 5,
+            login_failures_per_ip: 50,
+            login_failure_window_seconds: 15 * 60,
+            argon2_memory_kib: hash.memory_kib,
+            argon2_iterations: hash.iterations,
+            argon2_parallelism: hash.parallelism,
+        }
+    }
+}
+
+fn validate_accounts(accounts: &AccountsConfig) -> Result<(), String> {
+    let positive = [
+        ("session_lifetime_seconds", accounts.session_lifetime_seconds),
+        (
+            "login_failures_per_username",
+            u64::from(accounts.login_failures_per_username),
+        ),
+        ("login_failures_per_ip", u64::from(accounts.login_failures_per_ip)),
+        ("login_failure_window_seconds", accounts.login_failure_window_seconds),
+    ];
+    if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        return Err(format!("{name} must be at least 1"));
+    }
+    crate::accounts::password::PasswordHasher::new(crate::accounts::password::HashParams {
+        memory_kib: accounts.argon2_memory_kib,
+        iterations: accounts.argon2_iterations,
+        parallelism: accounts.argon2_parallelism,
+    })
+    .map(drop)
+    .map_err(|e| e.to_string())
+}
+
+// ---- end of members settings ----
+
 /// One channel: an id, its secret and its rules.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -140,6 +215,8 @@ pub struct ChannelConfig {
     pub expiry_grace_seconds: u64,
     /// Seconds of clock skew tolerated when checking `exp`.
     pub jwt_leeway_seconds: u64,
+    /// Whether `POST /auth` mints guest tokens without a login session (§11).
+    pub guests: bool,
 }
 
 /// The validated configuration the server runs with.
@@ -165,6 +242,8 @@ pub struct Config {
     pub policies: PolicySet,
     /// Where the development channel's credentials were written, when the embedded default is in use.
     pub dev_channel_file: Option<PathBuf>,
+    pub registration: Registration,
+    pub accounts: AccountsConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -187,6 +266,10 @@ struct ConfigFile {
     store: StoreSettings,
     #[serde(default, rename = "channel")]
     channels: Vec<ChannelEntry>,
+    #[serde(default)]
+    registration: Registration,
+    #[serde(default)]
+    accounts: AccountsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +296,8 @@ struct ChannelEntry {
     expiry_grace_seconds: u64,
     #[serde(default)]
     jwt_leeway_seconds: u64,
+    #[serde(default = "yes")]
+    guests: bool,
 }
 
 fn yes() -> bool {
@@ -342,17 +427,23 @@ impl Config {
             path: data_dir.join("store.redb"),
             settings: raw.store,
         };
+        validate_accounts(&raw.accounts).map_err(|reason| invalid(format!("[accounts]: {reason}")))?;
 
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
             let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(&invalid)?;
-            let policy = policies.get("default").ok_or_else(|| {
-                invalid(format!(
-                    "the development channel needs {}/default.toml",
-                    policies_dir.display()
-                ))
-            })?;
+            // The chat page's policy (members and guests, PROTOCOL.md §11); a
+            // policies directory without it still runs the tutorial's.
+            let policy = policies
+                .get("chat")
+                .or_else(|| policies.get("default"))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "the development channel needs {0}/chat.toml or {0}/default.toml",
+                        policies_dir.display()
+                    ))
+                })?;
             channels.push(ChannelConfig {
                 id: dev.id,
                 secret: dev.secret,
@@ -365,6 +456,7 @@ impl Config {
                 expiry: ExpiryMode::OnAuthenticate,
                 expiry_grace_seconds: 0,
                 jwt_leeway_seconds: 0,
+                guests: true,
             });
             dev_channel_file = Some(path);
         }
@@ -411,6 +503,8 @@ impl Config {
             policies,
             dev_channel_file,
             clock: crate::clock::Clock::default(),
+            registration: raw.registration,
+            accounts: raw.accounts,
         })
     }
 
@@ -481,6 +575,7 @@ fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelC
         expiry: entry.expiry,
         expiry_grace_seconds: entry.expiry_grace_seconds,
         jwt_leeway_seconds: entry.jwt_leeway_seconds,
+        guests: entry.guests,
     })
 }
 
@@ -576,6 +671,24 @@ mod tests {
         assert_eq!(first.auth_channel, first.channels[0].id);
         assert_eq!(first.dev_channel_file, Some(dir.join("dev-channel.toml")));
         assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(first.channels[0].policy.name, "chat");
+        assert!(first.channels[0].guests);
+    }
+
+    #[test]
+    fn embedded_default_falls_back_to_the_tutorial_policy() {
+        let dir = std::env::temp_dir().join(format!("rookery-dev-{}", random_alphanumeric(8)));
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        std::fs::copy(repo.join("default.toml"), policies.join("default.toml")).unwrap();
+        let overrides = Overrides {
+            policies_dir: Some(policies),
+            data_dir: Some(dir),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &overrides).unwrap();
+        assert_eq!(config.channels[0].policy.name, "default");
     }
 
     #[test]
@@ -646,6 +759,50 @@ mod tests {
             let err = load_text(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
             assert!(err.contains("rookery.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn members_settings_have_defaults_and_are_read() {
+        let config = load_text("[[channel]]\nid = \"a\"\nsecret = \"x\"\n").unwrap();
+        assert_eq!(config.registration, Registration::Open);
+        assert!(config.channel("a").unwrap().guests);
+        let accounts = &config.accounts;
+        assert_eq!(accounts.session_lifetime_seconds, 30 * 24 * 3600);
+        assert!(!accounts.secure_cookies);
+        assert_eq!(
+            (accounts.login_failures_per_username, accounts.login_failures_per_ip),
+            (5, 50)
+        );
+        assert_eq!(accounts.login_failure_window_seconds, 900);
+        assert_eq!(
+            (
+                accounts.argon2_memory_kib,
+                accounts.argon2_iterations,
+                accounts.argon2_parallelism
+            ),
+            (19 * 1024, 2, 1)
+        );
+
+        let config = load_text(
+            "registration = \"closed\"\n[accounts]\nsecure_cookies = true\nsession_lifetime_seconds = 60\n\
+             argon2_memory_kib = 8\n[[channel]]\nid = \"a\"\nsecret = \"x\"\nguests = false\n",
+        )
+        .unwrap();
+        assert_eq!(config.registration, Registration::Closed);
+        assert!(!config.channel("a").unwrap().guests);
+        assert!(config.accounts.secure_cookies);
+        assert_eq!(config.accounts.session_lifetime_seconds, 60);
+        assert_eq!(config.accounts.argon2_memory_kib, 8);
+
+        for (text, needle) in [
+            ("registration = \"maybe\"\n", "registration"),
+            ("[accounts]\nargon2_memory_kib = 1\n", "[accounts]"),
+            ("[accounts]\nlogin_failures_per_ip = 0\n", "login_failures_per_ip"),
+            ("[accounts]\nsesion_lifetime_seconds = 1\n", "sesion_lifetime_seconds"),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: config file + env + CLI → validated [`config::Config`].
+//! - [`accounts`]: members, passwords, login sessions and live display names.
 //! - [`policy`]: `policies/*.toml` → per-client `permissions` claims.
 //! - [`permissions`]: a token's claim → ordered matchers; last match decides.
 //! - [`token`]: JWT claims, minting and verification with the wire error texts.
@@ -22,6 +23,7 @@
 //! - [`app`]: the state shared by one running server.
 //! - [`server`]: accept loop, connection limits and graceful shutdown.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod broker;

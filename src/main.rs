@@ -50,6 +50,9 @@ enum Command {
     Serve,
     /// Mint a token from the configured policy, for scripts and REST callers.
     Token(TokenArgs),
+    /// Manage members' accounts (add, list, remove, passwd).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Validate the configuration and policies and show the rendered rules.
     Check {
         /// The client id to render `{client}` with.
@@ -77,6 +80,33 @@ struct TokenArgs {
     name: Option<String>,
 }
 
+/// `rookery user …`: operator commands on the accounts store the server uses.
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account, also when registration is closed. The password is
+    /// the first line of standard input, or of --password-file.
+    Add {
+        /// 3-32 characters of a-z, 0-9 and _ (lowered).
+        username: String,
+        /// Display name (default: the username).
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of this file instead of stdin.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the accounts: username and display name.
+    List,
+    /// Delete an account and end its sessions.
+    Remove { username: String },
+    /// Set a new password (read like `add`) and end every session of the account.
+    Passwd {
+        username: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -94,6 +124,7 @@ fn main() -> Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config),
         Command::Token(args) => token(&config, &args),
+        Command::User(command) => user(&config, command),
         Command::Check { client } => check(&config, &client),
     }
 }
@@ -140,7 +171,7 @@ fn token(config: &Config, args: &TokenArgs) -> Result<()> {
         .with_context(|| format!("no channel {channel_id:?} in the configuration"))?;
     let client = if args.rest { None } else { args.client.as_deref() };
     let data = args.name.as_ref().map(|name| serde_json::json!({ "name": name }));
-    let minted = rookery::auth::ChannelAuth::new(channel.clone()).mint(client, data.as_ref(), args.ttl);
+    let minted = rookery::auth::ChannelAuth::new(channel.clone()).mint(client, None, data.as_ref(), args.ttl);
     println!("{}", minted.token);
     Ok(())
 }
@@ -163,4 +194,79 @@ fn check(config: &Config, client: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn user(config: &Config, command: UserCommand) -> Result<()> {
+    use rookery::accounts::{Accounts, names};
+    // Input is checked before the store is opened (and before a password is
+    // asked for), so mistakes are reported first and cheaply.
+    let accounts = |config: &Config| -> Result<Accounts> {
+        let store = rookery::accounts::open_store(config)?;
+        Ok(Accounts::new(config, store)?)
+    };
+    match command {
+        UserCommand::Add {
+            username,
+            name,
+            password_file,
+        } => {
+            let username = names::normalize_username(&username)?;
+            if let Some(name) = &name {
+                names::validate_display_name(name)?;
+            }
+            let password = read_password(&username, password_file.as_deref())?;
+            names::check_password(&password)?;
+            let user = accounts(config)?.add_user(&username, &password, name.as_deref())?;
+            println!("added user {} ({})", user.username, user.display_name);
+        }
+        UserCommand::List => {
+            for user in accounts(config)?.users()? {
+                println!("{}\t{}", user.username, user.display_name);
+            }
+        }
+        UserCommand::Remove { username } => {
+            let username = names::normalize_username(&username)?;
+            accounts(config)?.remove_user(&username)?;
+            println!("removed user {username} and ended their sessions");
+        }
+        UserCommand::Passwd {
+            username,
+            password_file,
+        } => {
+            let username = names::normalize_username(&username)?;
+            let password = read_password(&username, password_file.as_deref())?;
+            names::check_password(&password)?;
+            accounts(config)?.set_password(&username, &password)?;
+            println!("changed the password of {username} and ended their sessions");
+        }
+    }
+    Ok(())
+}
+
+/// The first line of `file`, or of standard input, without its line ending.
+/// Nothing else is trimmed: spaces are part of a password.
+fn read_password(username: &str, file: Option<&std::path::Path>) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let mut line = String::new();
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            line = text.lines().next().unwrap_or_default().to_owned();
+        }
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                // The terminal echoes what is typed; prefer a pipe or --password-file.
+                eprint!("password for {username} (visible as you type): ");
+                std::io::stderr().flush()?;
+            }
+            stdin
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read the password from stdin")?;
+            let end = line.trim_end_matches(['\n', '\r']).len();
+            line.truncate(end);
+        }
+    }
+    Ok(line)
 }

@@ -1,11 +1,18 @@
 //! Token policies: `policies/*.toml` turned into per-client `permissions` claims.
 //!
 //! A policy is an ordered list of rules, each a room regex that may contain the
-//! `{client}` placeholder. Rendering replaces the placeholder with the
-//! **regex-escaped** client id and keeps the rule order, because the last
-//! matching key of a token decides (see [`crate::permissions`]). Every rule is
-//! rendered for a sample id and compiled when the policy loads, so a broken
-//! rule stops the server at startup instead of silently denying users later.
+//! placeholders `{client}` (the connection's client id) and `{user}` (the
+//! logged-in member's username, PROTOCOL.md §11). Rendering replaces them with
+//! the **regex-escaped** values and keeps the rule order, because the last
+//! matching key of a token decides (see [`crate::permissions`]). A rule that
+//! uses `{user}` is left out of a guest's token: a guest has no username, and
+//! such rules grant what belongs to one person (their conversations, their
+//! inbox). Every rule is rendered for a sample subject and compiled when the
+//! policy loads, so a broken rule stops the server at startup instead of
+//! silently denying users later.
+//!
+//! Group rules (§11.1) will be one more kind of placeholder, expanded once per
+//! group of the subject; [`Subject`] is where the groups will go.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +25,27 @@ use crate::permissions::pattern_compiles;
 
 /// The placeholder for the client id in a rule's room regex.
 pub const CLIENT_PLACEHOLDER: &str = "{client}";
+/// The placeholder for the member's username.
+pub const USER_PLACEHOLDER: &str = "{user}";
 /// The id used to check that every rendered rule compiles.
 pub const SAMPLE_CLIENT_ID: &str = "r3k:SampleClient0000";
+/// The username used to check that every rendered rule compiles.
+pub const SAMPLE_USER: &str = "sample_user";
+
+/// Whom a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub client: &'a str,
+    /// The member's username; `None` for a guest.
+    pub user: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    /// A connection without an account.
+    pub fn guest(client: &'a str) -> Subject<'a> {
+        Subject { client, user: None }
+    }
+}
 
 /// Default token lifetime when a policy names none: the tutorial's 3 minutes.
 const DEFAULT_TTL_SECONDS: u64 = 180;
@@ -52,7 +78,7 @@ struct PolicyFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    /// Room regex, possibly with the `{client}` placeholder.
+    /// Room regex, possibly with the `{client}` and `{user}` placeholders.
     pub room: String,
     #[serde(default)]
     pub publish: bool,
@@ -60,6 +86,13 @@ pub struct Rule {
     pub subscribe: bool,
     #[serde(default)]
     pub history: u32,
+}
+
+impl Rule {
+    /// Whether the rule is about a member (and so absent from guest tokens).
+    pub fn uses_user(&self) -> bool {
+        self.room.contains(USER_PLACEHOLDER)
+    }
 }
 
 /// A loaded, validated policy.
@@ -95,7 +128,11 @@ impl Policy {
             rules: parsed.rules,
         };
         for (index, rule) in policy.rules.iter().enumerate() {
-            let rendered = render_room(&rule.room, SAMPLE_CLIENT_ID);
+            let sample = Subject {
+                client: SAMPLE_CLIENT_ID,
+                user: Some(SAMPLE_USER),
+            };
+            let rendered = render_room(&rule.room, &sample);
             pattern_compiles(&rendered).map_err(|reason| PolicyError::Rule {
                 file: file.to_owned(),
                 rule: index + 1,
@@ -106,25 +143,36 @@ impl Policy {
         Ok(policy)
     }
 
-    /// The `permissions` claim for `client_id`, in rule order.
+    /// The `permissions` claim for a guest with `client_id`, in rule order.
     pub fn render(&self, client_id: &str) -> Map<String, Value> {
+        self.render_for(&Subject::guest(client_id))
+    }
+
+    /// The `permissions` claim for `subject`, in rule order; without a user,
+    /// the rules that use `{user}` are left out.
+    pub fn render_for(&self, subject: &Subject<'_>) -> Map<String, Value> {
         self.rules
             .iter()
+            .filter(|rule| subject.user.is_some() || !rule.uses_user())
             .map(|rule| {
                 let permission = json!({
                     "publish": rule.publish,
                     "subscribe": rule.subscribe,
                     "history": rule.history,
                 });
-                (render_room(&rule.room, client_id), permission)
+                (render_room(&rule.room, subject), permission)
             })
             .collect()
     }
 }
 
-/// Fills the `{client}` placeholder with the regex-escaped client id.
-fn render_room(template: &str, client_id: &str) -> String {
-    template.replace(CLIENT_PLACEHOLDER, &regex::escape(client_id))
+/// Fills the placeholders with the regex-escaped client id and username.
+fn render_room(template: &str, subject: &Subject<'_>) -> String {
+    let room = template.replace(CLIENT_PLACEHOLDER, &regex::escape(subject.client));
+    match subject.user {
+        Some(user) => room.replace(USER_PLACEHOLDER, &regex::escape(user)),
+        None => room,
+    }
 }
 
 /// Every policy in a directory, by file stem (`policies/default.toml` is `default`).
@@ -240,5 +288,42 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let set = PolicySet::load_dir(&dir).unwrap();
         assert!(set.get("default").is_some());
+        assert!(set.get("chat").is_some());
+    }
+
+    const USER_RULES: &str = "[[rule]]\nroom = \"^public$\"\npublish = true\n\
+                              [[rule]]\nroom = \"^inbox-{user}$\"\nsubscribe = true\n\
+                              [[rule]]\nroom = \"^mixed-{user}-{client}$\"\npublish = true\n";
+
+    #[test]
+    fn user_rules_are_rendered_for_members_and_left_out_for_guests() {
+        let policy = Policy::parse("p", USER_RULES, Path::new("p.toml")).unwrap();
+        let member = policy.render_for(&Subject {
+            client: "r3k:a",
+            user: Some("alice"),
+        });
+        let keys: Vec<&str> = member.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["^public$", "^inbox-alice$", "^mixed-alice-r3k:a$"]);
+        let guest = policy.render("r3k:a");
+        assert_eq!(guest.keys().collect::<Vec<_>>(), ["^public$"]);
+        assert_eq!(guest, policy.render_for(&Subject::guest("r3k:a")));
+    }
+
+    #[test]
+    fn usernames_are_regex_escaped() {
+        // Registered usernames are [a-z0-9_], but the policy does not rely on it.
+        let policy = Policy::parse("p", USER_RULES, Path::new("p.toml")).unwrap();
+        let claim = policy.render_for(&Subject {
+            client: "c",
+            user: Some("a.b"),
+        });
+        assert!(claim.contains_key(r"^inbox-a\.b$"), "{claim:?}");
+    }
+
+    #[test]
+    fn user_rules_are_compiled_at_load() {
+        let text = "[[rule]]\nroom = \"^ok$\"\n[[rule]]\nroom = \"^dm-{user}-(\"\n";
+        let err = Policy::parse("p", text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("rule 2"), "{err}");
     }
 }

@@ -411,3 +411,92 @@ fn serve_answers_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "the port is closed");
 }
+
+/// Runs a short command with `input` on its standard input (under a timeout).
+fn run_with_stdin(mut command: Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let pid = child.id().to_string();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(TIMEOUT) {
+        Ok(output) => output.expect("the command runs"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("the command did not finish in time");
+        }
+    }
+}
+
+#[test]
+fn user_help_names_its_commands() {
+    let dir = TempDir::new();
+    let config = dir.write("rookery.toml", CONFIG);
+    let output = run(rookery(&dir, &config, &repo_policies(), &["user", "--help"]));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let help = text(&output.stdout);
+    for word in ["add", "list", "remove", "passwd"] {
+        assert!(help.contains(word), "{word} missing from\n{help}");
+    }
+}
+
+#[test]
+fn user_commands_check_their_input_before_the_store() {
+    let dir = TempDir::new();
+    let config = dir.write("rookery.toml", CONFIG);
+    let password = dir.write("password", "a-long-password\n");
+    let password_arg = password.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["user", "add", "A!"], "", "Invalid username"),
+        (
+            vec!["user", "add", "alice", "--name", "bad\u{202E}name"],
+            "",
+            "Invalid name",
+        ),
+        (vec!["user", "add", "alice"], "short\n", "Invalid password"),
+        (vec!["user", "add", "alice"], "", "Missing password"),
+        (vec!["user", "remove", "x"], "", "Invalid username"),
+        (vec!["user", "passwd", "alice"], "1234567\r\n", "Invalid password"),
+    ];
+    for (args, stdin, expected) in cases {
+        let output = run_with_stdin(rookery(&dir, &config, &repo_policies(), &args), stdin);
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    // Valid input reaches the store, which (until the durable store exists)
+    // says clearly why it cannot keep accounts, and nothing is claimed done.
+    let valid: [&[&str]; 4] = [
+        &[
+            "user",
+            "add",
+            "Alice",
+            "--name",
+            "Alice A.",
+            "--password-file",
+            password_arg,
+        ],
+        &["user", "list"],
+        &["user", "remove", "alice"],
+        &["user", "passwd", "alice", "--password-file", password_arg],
+    ];
+    for args in valid {
+        let output = run_with_stdin(rookery(&dir, &config, &repo_policies(), args), "");
+        let stderr = text(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("the accounts store needs the embedded store (data_dir)"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(text(&output.stdout), "", "{args:?}");
+    }
+}

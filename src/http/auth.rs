@@ -1,27 +1,37 @@
-//! `POST /auth`: the embedded application backend of the Scaledrone tutorial.
+//! `POST /auth`: the embedded application backend of the Scaledrone tutorial,
+//! aware of login sessions (PROTOCOL.md §8, §11).
 //!
 //! Takes `clientID` (and an optional display `name`) as multipart form data,
 //! urlencoded form or JSON, and answers with a token minted from the auth
 //! channel's policy: the raw JWT as text by default (the tutorial calls
 //! `res.text()`), or `{"token","expires_at"}` when JSON is asked for.
+//!
+//! With a valid `rookery_session` cookie the token is a member's: `data` is
+//! `{"user","name","color"}` from the account (a `name` in the request is
+//! ignored) and the policy's `{user}` rules are rendered. Without one the
+//! request is a guest's, as in the tutorial, when the channel allows guests;
+//! a guest's name must not be in use on the channel nor be a member's.
 
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use rand::RngExt;
 use rand::seq::IndexedRandom;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::account::session_cookie;
 use super::body::{self, BodyError};
-use super::{Body, json_response, text_response};
+use super::form::{Form, Malformed};
+use super::{Body, error_response, json_response, text_response};
+use crate::accounts::names::{self, PALETTE};
+use crate::accounts::{AccountError, UserRecord};
 use crate::app::App;
 use crate::auth::Minted;
 
 /// Longest accepted client id, in bytes; real ids are about 25.
 const MAX_CLIENT_ID_BYTES: usize = 256;
-/// Display names are 1–32 characters.
-const MAX_NAME_CHARS: usize = 32;
+/// Random names tried for a guest before giving up on avoiding names in use.
+const RANDOM_NAME_TRIES: usize = 8;
 
 /// What the request asks for.
 #[derive(Debug, Default, PartialEq)]
@@ -37,23 +47,47 @@ pub enum AuthError {
     NoClientId,
     #[error("clientID is too long")]
     ClientIdTooLong,
-    #[error("Invalid name: use 1 to 32 characters, no control characters")]
-    InvalidName,
+    #[error("{0}")]
+    InvalidName(names::InvalidField),
     #[error("Malformed body: {0}")]
     Malformed(String),
     #[error("Request body too large")]
     TooLarge,
+    /// No session, and the channel has `guests = false`.
+    #[error("Not logged in")]
+    NotLoggedIn,
+    /// A guest asked for a name that is live on the channel or a member's.
+    #[error("Name taken")]
+    NameTaken,
+    #[error("Accounts store unavailable")]
+    Store,
 }
 
 impl AuthError {
     fn status(&self) -> StatusCode {
         match self {
-            AuthError::NoClientId | AuthError::ClientIdTooLong | AuthError::InvalidName => {
+            AuthError::NoClientId | AuthError::ClientIdTooLong | AuthError::InvalidName(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             AuthError::Malformed(_) => StatusCode::BAD_REQUEST,
             AuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AuthError::NotLoggedIn => StatusCode::UNAUTHORIZED,
+            AuthError::NameTaken => StatusCode::CONFLICT,
+            AuthError::Store => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl From<Malformed> for AuthError {
+    fn from(error: Malformed) -> Self {
+        AuthError::Malformed(error.0)
+    }
+}
+
+impl From<AccountError> for AuthError {
+    fn from(error: AccountError) -> Self {
+        tracing::error!(%error, "accounts store failed during POST /auth");
+        AuthError::Store
     }
 }
 
@@ -61,6 +95,11 @@ impl AuthError {
 pub async fn mint(request: Request<Incoming>, app: &App) -> Response<Body> {
     match mint_inner(request, app).await {
         Ok(response) => response,
+        // The tutorial's errors are plain text (its page shows `res.text()`);
+        // the members' errors are JSON `{"message"}` as PROTOCOL.md §11 writes them.
+        Err(error @ (AuthError::NotLoggedIn | AuthError::NameTaken)) => {
+            error_response(error.status(), &error.to_string())
+        }
         Err(error) => text_response(error.status(), &error.to_string()),
     }
 }
@@ -68,6 +107,7 @@ pub async fn mint(request: Request<Incoming>, app: &App) -> Response<Body> {
 async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Body>, AuthError> {
     let content_type = header(&request, CONTENT_TYPE);
     let wants_json = header(&request, ACCEPT).is_some_and(|a| a.contains("application/json"));
+    let session = session_cookie(request.headers());
     let bytes = body::read(request.into_body(), app.config.limits.max_message_bytes)
         .await
         .map_err(|e| match e {
@@ -82,23 +122,61 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
     if client_id.len() > MAX_CLIENT_ID_BYTES {
         return Err(AuthError::ClientIdTooLong);
     }
-    let name = match parsed.name.filter(|n| !n.is_empty()) {
-        Some(name) => validate_name(name)?,
-        None => random_name(),
-    };
 
     let channel = app
         .credentials
         .channel(&app.config.auth_channel)
         .ok_or_else(|| AuthError::Malformed("no auth channel".into()))?;
-    let data = json!({ "name": name, "color": random_color() });
-    let Minted { token, expires_at } = channel.mint(Some(&client_id), Some(&data), None);
+    // An unknown, expired or revoked cookie is no session: the request is a guest's.
+    let member = match &session {
+        Some(session) => app.accounts.session_user(session)?,
+        None => None,
+    };
+    let (data, user) = match &member {
+        Some(member) => (member_data(member), Some(member.username.as_str())),
+        None if !channel.config.guests => return Err(AuthError::NotLoggedIn),
+        None => {
+            let name = guest_name(app, &channel.config.id, parsed.name)?;
+            (json!({ "name": name, "color": random_color() }), None)
+        }
+    };
+    let Minted { token, expires_at } = channel.mint(Some(&client_id), user, Some(&data), None);
     crate::metrics::token_minted();
     Ok(if wants_json {
         json_response(StatusCode::OK, &json!({ "token": token, "expires_at": expires_at }))
     } else {
         text_response(StatusCode::OK, &token)
     })
+}
+
+/// A member's `authData`: who they are, their name and their stable colour.
+fn member_data(member: &UserRecord) -> serde_json::Value {
+    json!({
+        "user": member.username,
+        "name": member.display_name,
+        "color": names::user_color(&member.username),
+    })
+}
+
+/// A guest's display name: the asked-for one if it is free, else a random one.
+fn guest_name(app: &App, channel: &str, asked: Option<String>) -> Result<String, AuthError> {
+    if let Some(name) = asked.filter(|n| !n.is_empty()) {
+        let name = names::validate_display_name(&name).map_err(AuthError::InvalidName)?;
+        if app.accounts.guest_name_taken(channel, &name)? {
+            return Err(AuthError::NameTaken);
+        }
+        return Ok(name);
+    }
+    // A random name is nobody's choice: avoid names in use, and settle for a
+    // taken one only when many tries fail (a name is not an identity).
+    let mut name = random_name();
+    for _ in 1..RANDOM_NAME_TRIES {
+        if !app.accounts.guest_name_taken(channel, &name)? {
+            break;
+        }
+        name = random_name();
+    }
+    Ok(name)
 }
 
 fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {
@@ -111,78 +189,11 @@ fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Optio
 
 /// Reads `clientID` and `name` from a multipart, urlencoded or JSON body.
 pub async fn parse_body(content_type: Option<&str>, bytes: Bytes) -> Result<AuthRequest, AuthError> {
-    let essence = content_type
-        .and_then(|ct| ct.split(';').next())
-        .map(|ct| ct.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match essence.as_str() {
-        "multipart/form-data" => parse_multipart(content_type.unwrap_or_default(), bytes).await,
-        "application/json" => parse_json(&bytes),
-        // Form encoding is what `fetch` sends for URLSearchParams, and curl -d by default.
-        "application/x-www-form-urlencoded" | "" => Ok(parse_urlencoded(&bytes)),
-        other => Err(AuthError::Malformed(format!("unsupported content type {other}"))),
-    }
-}
-
-fn parse_urlencoded(bytes: &[u8]) -> AuthRequest {
-    let mut request = AuthRequest::default();
-    for (key, value) in form_urlencoded::parse(bytes) {
-        match key.as_ref() {
-            "clientID" => request.client_id = Some(value.into_owned()),
-            "name" => request.name = Some(value.into_owned()),
-            _ => {}
-        }
-    }
-    request
-}
-
-fn parse_json(bytes: &[u8]) -> Result<AuthRequest, AuthError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| AuthError::Malformed(e.to_string()))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| AuthError::Malformed("expected a JSON object".into()))?;
-    let text = |key: &str| -> Result<Option<String>, AuthError> {
-        match object.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(AuthError::Malformed(format!("{key} must be a string"))),
-        }
-    };
+    let form = Form::parse(content_type, bytes, &["clientID", "name"]).await?;
     Ok(AuthRequest {
-        client_id: text("clientID")?,
-        name: text("name")?,
+        client_id: form.get("clientID").map(str::to_owned),
+        name: form.get("name").map(str::to_owned),
     })
-}
-
-async fn parse_multipart(content_type: &str, bytes: Bytes) -> Result<AuthRequest, AuthError> {
-    let boundary = multer::parse_boundary(content_type).map_err(|e| AuthError::Malformed(e.to_string()))?;
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(bytes) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut request = AuthRequest::default();
-    loop {
-        let field = match multipart.next_field().await {
-            Ok(Some(field)) => field,
-            Ok(None) => break,
-            Err(error) => return Err(AuthError::Malformed(error.to_string())),
-        };
-        let name = field.name().map(str::to_owned);
-        let value = field.text().await.map_err(|e| AuthError::Malformed(e.to_string()))?;
-        match name.as_deref() {
-            Some("clientID") => request.client_id = Some(value),
-            Some("name") => request.name = Some(value),
-            _ => {}
-        }
-    }
-    Ok(request)
-}
-
-fn validate_name(name: String) -> Result<String, AuthError> {
-    let name = name.trim().to_owned();
-    let count = name.chars().count();
-    if count == 0 || count > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(AuthError::InvalidName);
-    }
-    Ok(name)
 }
 
 const ADJECTIVES: &[&str] = &[
@@ -323,9 +334,13 @@ pub fn random_name() -> String {
     format!("{adjective}_{noun}")
 }
 
-/// A random `#rrggbb` color.
+/// A random `#rrggbb` color from the readable palette members' colours come from.
 pub fn random_color() -> String {
-    format!("#{:06x}", rand::rng().random_range(0..0x100_0000u32))
+    PALETTE
+        .choose(&mut rand::rng())
+        .copied()
+        .unwrap_or(PALETTE[0])
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -381,14 +396,6 @@ mod tests {
     }
 
     #[test]
-    fn names_are_validated() {
-        assert_eq!(validate_name(" Ann ".into()), Ok("Ann".into()));
-        assert_eq!(validate_name("x".repeat(33)), Err(AuthError::InvalidName));
-        assert_eq!(validate_name("a\u{7}b".into()), Err(AuthError::InvalidName));
-        assert_eq!(validate_name("名".repeat(32)), Ok("名".repeat(32)));
-    }
-
-    #[test]
     fn random_names_and_colors_have_their_shapes() {
         let name = random_name();
         let (adjective, noun) = name.split_once('_').unwrap();
@@ -396,5 +403,6 @@ mod tests {
         let color = random_color();
         assert_eq!(color.len(), 7);
         assert!(color.starts_with('#') && color[1..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(PALETTE.contains(&color.as_str()));
     }
 }

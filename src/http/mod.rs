@@ -7,14 +7,18 @@
 //!
 //! # Layout
 //! - [`auth`]: `POST /auth`, token minting for the chat page and app backends.
+//! - [`account`]: `POST /register`, `/login`, `/logout`, `GET /me` and the session cookie.
+//! - [`form`]: named fields from JSON, urlencoded and multipart bodies.
 //! - [`api`]: the REST API under `/api`.
 //! - [`assets`]: the chat page and files under `static/`.
 //! - [`body`]: reading request bodies under the size limit.
 
+pub mod account;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod body;
+pub mod form;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +48,14 @@ pub async fn handle(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr)
         (&Method::GET, WEBSOCKET_PATH) => websocket(request, app, peer),
         (&Method::POST, "/auth") => auth::mint(request, &app).await,
         (_, "/auth") => text_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST /auth"),
+        (&Method::POST, "/register") => account::register(request, &app).await,
+        (&Method::POST, "/login") => account::login(request, &app, peer).await,
+        (&Method::POST, "/logout") => account::logout(&request, &app),
+        (&Method::GET, "/me") => account::me(&request, &app),
+        (_, "/register" | "/login" | "/logout") => {
+            error_response(StatusCode::METHOD_NOT_ALLOWED, &format!("Use POST {path}"))
+        }
+        (_, "/me") => error_response(StatusCode::METHOD_NOT_ALLOWED, "Use GET /me"),
         (_, p) if p == "/api" || p.starts_with("/api/") => api::handle(request, &app).await,
         (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok"),
         (&Method::GET, "/metrics") => metrics(),

@@ -52,7 +52,7 @@ async fn crit_headers_and_future_nbf_are_invalid() {
         r#"{"alg":"HS256","crit":[]}"#,
         r#"{"alg":"HS256","crit":"b64","b64":false}"#,
     ] {
-        let reply = client.authenticate(&raw_token(header, &body)).await;
+        let reply = client.try_authenticate(&raw_token(header, &body)).await;
         assert_eq!(reply["error"], "Invalid JWT", "{header}");
     }
     for nbf in [
@@ -62,13 +62,17 @@ async fn crit_headers_and_future_nbf_are_invalid() {
         json!(1e300),
     ] {
         let token = raw_token(HEADER, &claims(&id, json!({ "nbf": nbf })).to_string());
-        assert_eq!(client.authenticate(&token).await["error"], "Invalid JWT", "nbf {nbf}");
+        assert_eq!(
+            client.try_authenticate(&token).await["error"],
+            "Invalid JWT",
+            "nbf {nbf}"
+        );
     }
     // None of that authenticated the connection.
     assert_eq!(client.subscribe(ROOM).await["error"], "Unauthorized");
     // A past nbf is fine.
     let token = raw_token(HEADER, &claims(&id, json!({ "nbf": now() - 5 })).to_string());
-    assert_eq!(client.authenticate(&token).await.get("error"), None);
+    assert_eq!(client.try_authenticate(&token).await.get("error"), None);
     assert_eq!(client.subscribe(ROOM).await.get("error"), None);
 }
 
@@ -85,7 +89,7 @@ async fn an_absurd_exp_neither_panics_nor_ends_the_session() {
             r#"{{"client":"{id}","channel":"{CHAT}","exp":{exp},"permissions":{{"^{ROOM}-":{{"subscribe":true}}}}}}"#
         );
         assert_eq!(
-            client.authenticate(&raw_token(HEADER, &text)).await.get("error"),
+            client.try_authenticate(&raw_token(HEADER, &text)).await.get("error"),
             None,
             "exp {exp}"
         );
@@ -108,7 +112,10 @@ async fn a_duplicate_permission_key_counts_at_its_last_position() {
         r#"{{"client":"{id}","channel":"{CHAT}","exp":{},"permissions":{{"^{ROOM}$":{{"subscribe":false}},".*":{{"subscribe":false}},"^{ROOM}$":{{"subscribe":true}}}}}}"#,
         now() + 60
     );
-    assert_eq!(client.authenticate(&raw_token(HEADER, &text)).await.get("error"), None);
+    assert_eq!(
+        client.try_authenticate(&raw_token(HEADER, &text)).await.get("error"),
+        None
+    );
     assert_eq!(client.subscribe(ROOM).await.get("error"), None);
     assert_eq!(client.subscribe("elsewhere").await["error"], "Unauthorized");
 
@@ -118,7 +125,10 @@ async fn a_duplicate_permission_key_counts_at_its_last_position() {
         r#"{{"client":"{id}","channel":"{CHAT}","exp":{},"permissions":{{"^{ROOM}$":{{"subscribe":true}},".*":{{"subscribe":true}},"^{ROOM}$":{{"subscribe":false}}}}}}"#,
         now() + 60
     );
-    assert_eq!(other.authenticate(&raw_token(HEADER, &text)).await.get("error"), None);
+    assert_eq!(
+        other.try_authenticate(&raw_token(HEADER, &text)).await.get("error"),
+        None
+    );
     assert_eq!(other.subscribe(ROOM).await["error"], "Unauthorized");
     assert_eq!(other.subscribe("elsewhere").await.get("error"), None);
 }
@@ -135,7 +145,7 @@ async fn keys_go_rejects_match_nothing() {
     });
     let token = chat_token(Some(&id), permissions, now() + 60, None);
     assert_eq!(
-        client.authenticate(&token).await.get("error"),
+        client.try_authenticate(&token).await.get("error"),
         None,
         "bad keys do not fail the token"
     );

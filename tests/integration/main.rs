@@ -2,6 +2,7 @@
 
 mod util;
 
+mod accounts;
 mod chat;
 mod durability;
 mod hostile;

@@ -451,3 +451,82 @@ impl Client {
         }
     }
 }
+
+// ---- Members (PROTOCOL.md §11) ----
+
+/// `[accounts]` settings with the cheapest Argon2 parameters, so tests that
+/// hash passwords stay fast. Pass as (the start of) `extra` to `start_with`.
+pub const CHEAP_HASHING: &str = "[accounts]\nargon2_memory_kib = 8\nargon2_iterations = 1\n";
+
+impl TestServer {
+    /// `POST path` with an urlencoded form, and the session cookie when given.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)], session: Option<&str>) -> HttpResponse {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in fields {
+            form.append_pair(key, value);
+        }
+        let cookie = session.map(|s| format!("rookery_session={s}"));
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if let Some(cookie) = &cookie {
+            headers.push(("cookie", cookie));
+        }
+        self.http("POST", path, &headers, form.finish().into_bytes()).await
+    }
+
+    /// Registers `username` with `password` and display `name`; asserts 201.
+    pub async fn register(&self, username: &str, password: &str, name: &str) {
+        let response = self
+            .post_form(
+                "/register",
+                &[("username", username), ("password", password), ("name", name)],
+                None,
+            )
+            .await;
+        assert_eq!(response.status, 201, "{}", response.text());
+    }
+
+    /// Logs in and returns the session cookie's value; asserts 200.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let response = self
+            .post_form("/login", &[("username", username), ("password", password)], None)
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        session_cookie_value(&response).expect("a session cookie")
+    }
+
+    /// `POST /auth` for `client_id` with an optional session cookie and name.
+    pub async fn auth_as(&self, client_id: &str, session: Option<&str>, name: Option<&str>) -> HttpResponse {
+        let mut fields = vec![("clientID", client_id)];
+        if let Some(name) = name {
+            fields.push(("name", name));
+        }
+        self.post_form("/auth", &fields, session).await
+    }
+}
+
+/// The `Set-Cookie` header of a response, if any.
+pub fn set_cookie(response: &HttpResponse) -> Option<String> {
+    response
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The value `rookery_session` is set to by a response.
+pub fn session_cookie_value(response: &HttpResponse) -> Option<String> {
+    let cookie = set_cookie(response)?;
+    let first = cookie.split(';').next()?;
+    let value = first.strip_prefix("rookery_session=")?;
+    Some(value.to_owned()).filter(|v| !v.is_empty())
+}
+
+/// The claims of a JWT, decoded without checking the signature.
+pub fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.trim().split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
