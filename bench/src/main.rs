@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - `client`: the server-neutral connection (connect, set up, publish, decode).
-//! - `rookery`, `nats`: the two protocol adapters.
+//! - `rookery`, `nats`: the two protocol adapters, which `client` dispatches to.
+//! - `ws`: what `client` and both adapters share (stream type, events, bounded send/receive).
 //! - `payload`: the timestamped benchmark message.
 //! - `scenario`: `fanout`, `rooms` (via the shared `load` engine), `conns`, `auth`, `floor`.
 //! - `stats`, `procstat`: histograms, counters, and `/proc` readings.
@@ -20,6 +21,7 @@ mod procstat;
 mod rookery;
 mod scenario;
 mod stats;
+mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
