@@ -12,7 +12,7 @@
 //! - `scenario`: `fanout`, `rooms` (via the shared `load` engine), `conns`, `auth` and `rest`
 //!   (via the shared `http` driver), `floor`.
 //! - `stats`, `procstat`: histograms, counters, and `/proc` readings.
-//! - `compare`: the Rookery/NATS table.
+//! - `compare`: the tables of all server set-ups, with their ratios.
 
 mod client;
 mod compare;
@@ -107,7 +107,7 @@ enum Command {
         /// Concurrent keep-alive HTTP/1.1 clients.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
-        /// Rooms the publishes are spread over, round robin.
+        /// Rooms the publishes are spread over; each client takes them in turn.
         #[arg(long, default_value_t = 100)]
         rooms: usize,
         /// Seconds to run.
