@@ -2,8 +2,8 @@
 # Rookery vs nats-server benchmark suite (loopback only, bounded in time).
 #
 # Installs nats-server if missing, builds release binaries, then for every scenario starts a
-# fresh server (Rookery, then NATS), runs the load generator against it, stops it, and finally
-# prints Rookery/NATS tables from the same run. Results: $OUT/run-N/results.jsonl, logs beside them, report: $OUT/report.md.
+# fresh server for each server set-up (below), runs the load generator against it, stops it, and
+# finally prints the tables of all set-ups from the same run. Results: $OUT/run-N/results.jsonl, logs beside them, report: $OUT/report.md.
 #
 # The server is pinned to CPU $SERVER_CPU and the load generator to CPU $GEN_CPU (on a machine
 # with at least two CPUs), so each side gets one core and neither steals the other's.
@@ -11,27 +11,38 @@
 # Environment knobs:
 #   QUICK=1             small, short runs (a smoke test of the whole pipeline, ~1 minute)
 #   ONLY="fanout conns" run only these scenario groups
-#                       (floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth)
+#                       (floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth rest)
 #   ROOKERY_BIN=path    use this rookery binary instead of building one (must be a release build
 #                       for meaningful figures)
 #   CARGO_TARGET_DIR    where to build (default: target)
 #   OUT=dir             where to write results (default: target/bench-results/<timestamp>)
 #   SERVER_CPU / GEN_CPU  CPU numbers for pinning (default 0 and 1)
 #   DURATION=secs       publishing time of each message scenario (default 10)
-#   TARGETS="nats"      servers to run against (default "rookery nats")
+#   TARGETS="nats"      server set-ups to run against (default "rookery rookery-memory rookery-fsync1 nats"):
+#                         rookery         bench/rookery-bench.toml: the durable store on disk (the default)
+#                         rookery-memory  bench/rookery-bench-memory.toml: the same store in memory; only
+#                                         for the groups in MEMORY_GROUPS, to price the store (disk/memory)
+#                         rookery-fsync1  bench/rookery-bench-fsync1.toml: one commit and fsync per message;
+#                                         only for `rest`, against group commit
+#                         nats            bench/nats-bench.conf (not for `auth` and `rest`, Rookery's HTTP API)
+#   MEMORY_GROUPS="…"   groups also run against rookery-memory (default "fanout fanout-multi rooms")
+#   REST_CONC / REST_ROOMS  clients and rooms of the `rest` group (default 16 and 100)
 #   RUNS=3              repeat the whole suite; the report shows medians and ranges (default 1)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ONLY=${ONLY:-"floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth"}
+ONLY=${ONLY:-"floor latency fanout-light fanout fanout-hot fanout-sat fanout-multi rooms conns auth rest"}
 OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SERVER_CPU=${SERVER_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 DURATION=${DURATION:-10}
-TARGETS=${TARGETS:-"rookery nats"}
+TARGETS=${TARGETS:-"rookery rookery-memory rookery-fsync1 nats"}
+MEMORY_GROUPS=${MEMORY_GROUPS:-"fanout fanout-multi rooms"}
+REST_CONC=${REST_CONC:-16}
+REST_ROOMS=${REST_ROOMS:-100}
 RUNS=${RUNS:-1}
 ROOKERY_PORT=18080
 NATS_WS_PORT=18081
@@ -59,8 +70,22 @@ if [[ $(nproc) -lt 2 ]]; then SERVER_CPU=""; fi
 PIN_SERVER=() PIN_GEN=()
 if [[ -n $SERVER_CPU ]]; then PIN_SERVER=(taskset -c "$SERVER_CPU") PIN_GEN=(taskset -c "$GEN_CPU"); fi
 
+# The Rookery set-ups differ from rookery-bench.toml only in their own lines; a drifted copy would
+# compare two configurations that differ in more than the store.
+config_core() { # file [own lines...]: the file without comments, blank lines and its own lines
+  grep -v -e '^#' -e '^$' "$1" | grep -v -x -F -f <(printf '%s\n' "${@:2}") || true
+}
+check_variant() { # file own-lines...
+  if ! diff <(config_core bench/rookery-bench.toml) <(config_core "$@") >&2; then
+    echo "$1 differs from bench/rookery-bench.toml in more than its own lines (${*:2}); keep them in step" >&2
+    exit 1
+  fi
+}
+check_variant bench/rookery-bench-memory.toml 'history_store = "memory"'
+check_variant bench/rookery-bench-fsync1.toml '[store]' 'commit_max_messages = 1'
+
 log "building release binaries"
-if [[ -n ${ROOKERY_BIN:-} || " $TARGETS " != *" rookery "* ]]; then
+if [[ -n ${ROOKERY_BIN:-} || " $TARGETS " != *" rookery"* ]]; then
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p rookery-bench
 else
   CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p rookery -p rookery-bench
@@ -93,12 +118,23 @@ wait_for_log() { # file pattern
   echo "server did not become ready; log:" >&2; cat "$1" >&2; return 1
 }
 
-start_server() { # rookery|nats tag
-  local logf=$RUN_DIR/$1-$2.log
+rookery_config() { # set-up name -> its configuration file
+  case $1 in
+    rookery) echo bench/rookery-bench.toml ;;
+    rookery-memory) echo bench/rookery-bench-memory.toml ;;
+    rookery-fsync1) echo bench/rookery-bench-fsync1.toml ;;
+    *) echo "unknown server set-up $1" >&2; return 1 ;;
+  esac
+}
+
+start_server() { # set-up tag
+  local logf=$RUN_DIR/$1-$2.log config
+  # Every server starts with an empty store: no history left by an earlier case.
   rm -rf "$ROOT/target/bench-data"
   case $1 in
-    rookery)
-      RUST_LOG=${RUST_LOG:-warn} "${PIN_SERVER[@]}" "$ROOKERY_BIN" serve --config bench/rookery-bench.toml >"$logf" 2>&1 &
+    rookery*)
+      config=$(rookery_config "$1")
+      RUST_LOG=${RUST_LOG:-warn} "${PIN_SERVER[@]}" "$ROOKERY_BIN" serve --config "$config" >"$logf" 2>&1 &
       SERVER_PID=$!
       wait_for_log "$logf" "rookery listening on"
       ADDR=127.0.0.1:$ROOKERY_PORT ;;
@@ -107,18 +143,32 @@ start_server() { # rookery|nats tag
       SERVER_PID=$!
       wait_for_log "$logf" "Server is ready"
       ADDR=127.0.0.1:$NATS_WS_PORT ;;
+    *) echo "unknown server set-up $1" >&2; return 1 ;;
   esac
 }
 
-run_case() { # label scenario args...   (against both servers, fresh server each)
+case_targets() { # label scenario -> the server set-ups (of $TARGETS) this case runs against
+  local t out=()
+  for t in $TARGETS; do
+    case $t in
+      nats) [[ $2 == auth || $2 == rest ]] && continue ;;
+      rookery-memory) [[ " $MEMORY_GROUPS " == *" $1 "* ]] || continue ;;
+      rookery-fsync1) [[ $2 == rest ]] || continue ;;
+    esac
+    out+=("$t")
+  done
+  echo "${out[*]}"
+}
+
+run_case() { # label scenario args...   (against each of its set-ups, fresh server each)
   local label=$1 scenario=$2; shift 2
   local target
-  for target in $TARGETS; do
-    [[ $scenario == auth && $target != rookery ]] && continue
+  for target in $(case_targets "$label" "$scenario"); do
     log "$label against $target"
     start_server "$target" "$label"
-    "${PIN_GEN[@]}" "$BENCH" "$scenario" --target "$target" --addr "$ADDR" --server-pid "$SERVER_PID" \
-      --label "$label" "$@" | tee "$RUN_DIR/$label-$target.out" | grep -v '^{' >&2 || true
+    # --target is the protocol (rookery or nats), --name the set-up the results are filed under.
+    "${PIN_GEN[@]}" "$BENCH" "$scenario" --target "${target%%-*}" --name "$target" --addr "$ADDR" \
+      --server-pid "$SERVER_PID" --label "$label" "$@" | tee "$RUN_DIR/$label-$target.out" | grep -v '^{' >&2 || true
     grep '^{' "$RUN_DIR/$label-$target.out" >>"$RESULTS" || echo "($label against $target produced no result)" >&2
     stop_server
   done
@@ -149,6 +199,7 @@ for run in $(seq "$RUNS"); do
   if wants rooms; then run_case rooms rooms --rooms "$ROOMS" --rate "$ROOMS_RATE" --duration "$DURATION"; fi
   if wants conns; then run_case conns conns --conns "$CONNS" --connect-concurrency 256; fi
   if wants auth; then run_case auth auth --concurrency 16 --duration "$AUTH_SECS"; fi
+  if wants rest; then run_case rest rest --concurrency "$REST_CONC" --rooms "$REST_ROOMS" --size 100 --duration "$DURATION"; fi
 done
 
 # --- report -----------------------------------------------------------------------------------
@@ -158,6 +209,7 @@ done
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') ($(nproc) CPUs available)"
   echo "- memory: $(free -g | awk '/Mem:/{print $2}') GiB; kernel $(uname -r)"
   echo "- rookery: ${ROOKERY_BIN:-not run} (source $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ', with uncommitted changes')); $(nats-server --version)"
+  echo "- durable store: target/bench-data on $(stat -f -c %T "$ROOT/target" 2>/dev/null || echo '?') ($(df -P "$ROOT/target" 2>/dev/null | awk 'NR==2{print $1}'))"
   if [[ -n $SERVER_CPU ]]; then
     echo "- server pinned to CPU $SERVER_CPU, load generator to CPU $GEN_CPU"
   else

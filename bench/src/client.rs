@@ -1,23 +1,19 @@
 //! What the scenarios see of a server: connect a WebSocket client, set it up (optionally
 //! subscribed to one room), encode publishes and decode deliveries. One WebSocket per client on
 //! both servers.
+//!
+//! This module dispatches to the protocol adapters ([`crate::rookery`], [`crate::nats`]); what
+//! the adapters need in turn (the stream type, events, bounded send and receive) lives in
+//! [`crate::ws`], so the imports run one way only.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::ws::{Event, STEP_TIMEOUT, Ws};
 use crate::{nats, rookery};
-
-/// A client WebSocket over plain TCP.
-pub type Ws = WebSocketStream<TcpStream>;
-
-/// How long any single setup step may take before the connection counts as failed.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Which server is under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,16 +29,6 @@ impl Target {
             Target::Nats => "nats",
         }
     }
-}
-
-/// Something that arrived on a connection.
-pub enum Event<'a> {
-    /// A delivered message (the whole frame for Rookery, the payload for NATS).
-    Delivery(&'a [u8]),
-    /// An error reported by the server.
-    Error(String),
-    /// A NATS PONG.
-    Pong,
 }
 
 /// Where and how to reach the server under test.
@@ -121,41 +107,6 @@ impl Endpoint {
         match self.target {
             Target::Rookery => rookery::publish(room, payload),
             Target::Nats => nats::publish(room, payload),
-        }
-    }
-}
-
-/// Sends one text frame.
-pub async fn send_text(ws: &mut Ws, text: String) -> anyhow::Result<()> {
-    tokio::time::timeout(STEP_TIMEOUT, ws.send(Message::text(text))).await??;
-    Ok(())
-}
-
-/// Receives the next data message, answering nothing, under [`STEP_TIMEOUT`].
-pub async fn recv_timeout(ws: &mut Ws) -> anyhow::Result<Message> {
-    loop {
-        match tokio::time::timeout(STEP_TIMEOUT, ws.next()).await? {
-            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => return Ok(m),
-            Some(Ok(Message::Close(c))) => anyhow::bail!("closed by server: {c:?}"),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => anyhow::bail!("connection ended"),
-        }
-    }
-}
-
-/// Waits for the JSON reply carrying `callback`, skipping other frames.
-pub async fn expect_reply(ws: &mut Ws, callback: u64) -> anyhow::Result<serde_json::Value> {
-    loop {
-        let msg = recv_timeout(ws).await?;
-        let v: serde_json::Value = serde_json::from_slice(&msg.into_data())?;
-        if v.get("callback").and_then(|c| c.as_u64()) == Some(callback) {
-            return Ok(v);
-        }
-        if v.get("callback").is_none()
-            && let Some(err) = v.get("error")
-        {
-            anyhow::bail!("server error: {err}");
         }
     }
 }

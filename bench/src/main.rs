@@ -6,11 +6,13 @@
 //!
 //! # Layout
 //! - `client`: the server-neutral connection (connect, set up, publish, decode).
-//! - `rookery`, `nats`: the two protocol adapters.
+//! - `rookery`, `nats`: the two protocol adapters, which `client` dispatches to.
+//! - `ws`: what `client` and both adapters share (stream type, events, bounded send/receive).
 //! - `payload`: the timestamped benchmark message.
-//! - `scenario`: `fanout`, `rooms` (via the shared `load` engine), `conns`, `auth`, `floor`.
+//! - `scenario`: `fanout`, `rooms` (via the shared `load` engine), `conns`, `auth` and `rest`
+//!   (via the shared `http` driver), `floor`.
 //! - `stats`, `procstat`: histograms, counters, and `/proc` readings.
-//! - `compare`: the Rookery/NATS table.
+//! - `compare`: the tables of all server set-ups, with their ratios.
 
 mod client;
 mod compare;
@@ -20,6 +22,7 @@ mod procstat;
 mod rookery;
 mod scenario;
 mod stats;
+mod ws;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -96,6 +99,27 @@ enum Command {
         #[arg(long, default_value_t = 2_000_000)]
         max_requests: u64,
     },
+    /// REST publish throughput and latency: keep-alive HTTP/1.1 clients posting JSON messages
+    /// to `POST /api/{channel}/{room}/publish` (Rookery only).
+    Rest {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Concurrent keep-alive HTTP/1.1 clients.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Rooms the publishes are spread over; each client takes them in turn.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Size of the JSON message in bytes (the request body).
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Upper bound on publishes in total.
+        #[arg(long, default_value_t = 2_000_000)]
+        max_requests: u64,
+    },
     /// Kernel cost of one small loopback TCP send (no server involved).
     Floor {
         #[arg(long, default_value_t = 200_000)]
@@ -134,6 +158,11 @@ struct ServerArgs {
     /// Name of this run in the JSON line (pairs Rookery and NATS runs in `compare`).
     #[arg(long)]
     label: Option<String>,
+    /// Name of the server set-up in the JSON line (default: the target). `run.sh` runs the same
+    /// Rookery binary under several configurations (`rookery-memory`, `rookery-fsync1`), which
+    /// `compare` shows side by side.
+    #[arg(long)]
+    name: Option<String>,
     /// Connections being set up at once.
     #[arg(long, default_value_t = 64)]
     connect_concurrency: usize,
@@ -156,6 +185,11 @@ struct LoadArgs {
 }
 
 impl ServerArgs {
+    /// The server set-up as named in the JSON line.
+    fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.target.name().to_owned())
+    }
+
     fn endpoint(&self) -> anyhow::Result<Endpoint> {
         anyhow::ensure!(
             self.addr.ip().is_loopback(),
@@ -201,7 +235,7 @@ fn main() -> anyhow::Result<()> {
             ..
         } => (
             "fanout",
-            server.target.name(),
+            server.name(),
             server.label.clone(),
             format!(
                 "one room, {subscribers} subscribers, {publishers} publisher(s) at {rate}/s each, {} B payload",
@@ -217,7 +251,7 @@ fn main() -> anyhow::Result<()> {
             rate,
         } => (
             "rooms",
-            server.target.name(),
+            server.name(),
             server.label.clone(),
             format!(
                 "{rooms} two-person rooms, every client publishing {rate}/s, {} B payload",
@@ -228,7 +262,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Conns { server, conns, .. } => (
             "conns",
-            server.target.name(),
+            server.name(),
             server.label.clone(),
             format!(
                 "{conns} idle connections, each set up and subscribed to its own room ({} at a time)",
@@ -241,15 +275,30 @@ fn main() -> anyhow::Result<()> {
             server, concurrency, ..
         } => (
             "auth",
-            server.target.name(),
+            server.name(),
             server.label.clone(),
             format!("POST /auth from {concurrency} keep-alive HTTP/1.1 clients"),
             serde_json::json!({"concurrency": concurrency}),
             server.threads,
         ),
+        Command::Rest {
+            server,
+            concurrency,
+            rooms,
+            size,
+            duration,
+            ..
+        } => (
+            "rest",
+            server.name(),
+            server.label.clone(),
+            format!("REST publish of {size} B JSON from {concurrency} keep-alive HTTP/1.1 clients over {rooms} rooms"),
+            serde_json::json!({"concurrency": concurrency, "rooms": rooms, "size": size, "duration": duration}),
+            server.threads,
+        ),
         Command::Floor { sends, size, label } => (
             "floor",
-            "local",
+            "local".to_owned(),
             Some(label.clone()),
             format!("{sends} loopback TCP sends of {size} bytes, one write each"),
             serde_json::json!({"sends": sends, "size": size}),
@@ -260,7 +309,7 @@ fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(std::fs::read_to_string)
                 .collect::<Result<Vec<_>, _>>()?;
-            compare::print(&texts);
+            compare::print(&texts)?;
             return Ok(());
         }
     };
@@ -322,6 +371,28 @@ fn main() -> anyhow::Result<()> {
                     server.server_pid,
                 )
                 .await
+            }
+            Command::Rest {
+                server,
+                concurrency,
+                rooms,
+                duration,
+                size,
+                max_requests,
+            } => {
+                anyhow::ensure!(
+                    server.target == Target::Rookery,
+                    "the rest scenario speaks Rookery's REST API only"
+                );
+                let ep = server.endpoint()?;
+                let plan = scenario::rest::RestPlan {
+                    concurrency,
+                    rooms,
+                    duration: Duration::from_secs_f64(duration.clamp(0.0, 600.0)),
+                    max_requests,
+                    payload_size: size,
+                };
+                scenario::rest::run(ep.addr, &ep.rookery, plan, server.server_pid).await
             }
             Command::Floor { sends, size, .. } => scenario::floor::run(sends, size, Duration::from_secs(30)),
             Command::Compare { .. } => unreachable!("handled above"),

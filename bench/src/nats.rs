@@ -6,7 +6,7 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Event, Ws, recv_timeout};
+use crate::ws::{Event, Ws, recv_timeout, send};
 
 const CONNECT: &str = r#"CONNECT {"verbose":false,"pedantic":false,"tls_required":false,"name":"rookery-bench","lang":"rust","version":"0.1.0","protocol":1,"echo":true,"headers":false,"no_responders":false}"#;
 
@@ -18,8 +18,7 @@ pub async fn setup(ws: &mut Ws, parser: &mut Parser, room: Option<&str>) -> anyh
         out.push_str(&format!("SUB {room} 1\r\n"));
     }
     out.push_str("PING\r\n");
-    use futures_util::SinkExt as _;
-    ws.send(Message::binary(out.into_bytes())).await?;
+    send(ws, Message::binary(out.into_bytes())).await?;
     loop {
         let msg = recv_timeout(ws).await?;
         let mut pong = false;

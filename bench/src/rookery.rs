@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Event, Ws, expect_reply, send_text};
+use crate::ws::{Event, Ws, recv_timeout, send_text};
 
 /// Connection parameters for a Rookery channel.
 #[derive(Clone, Debug)]
@@ -54,6 +54,23 @@ pub async fn setup(ws: &mut Ws, params: &Params, room: Option<&str>) -> anyhow::
         }
     }
     Ok(client_id)
+}
+
+/// Waits for the JSON reply carrying `callback`, skipping other frames; an uncorrelated error
+/// (one without a callback) fails the wait.
+async fn expect_reply(ws: &mut Ws, callback: u64) -> anyhow::Result<serde_json::Value> {
+    loop {
+        let msg = recv_timeout(ws).await?;
+        let v: serde_json::Value = serde_json::from_slice(&msg.into_data())?;
+        if v.get("callback").and_then(|c| c.as_u64()) == Some(callback) {
+            return Ok(v);
+        }
+        if v.get("callback").is_none()
+            && let Some(err) = v.get("error")
+        {
+            anyhow::bail!("server error: {err}");
+        }
+    }
 }
 
 /// The publish frame for `payload` (already JSON text), without a callback as official clients do.

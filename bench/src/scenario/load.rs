@@ -10,10 +10,11 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{Endpoint, Event};
+use crate::client::{Conn, Endpoint};
 use crate::payload::{self, Stamp};
 use crate::procstat;
 use crate::stats::{Counters, Latency, LocalLatency, now_ns, round2};
+use crate::ws::Event;
 
 /// What one client does.
 #[derive(Clone, Debug)]
@@ -236,7 +237,7 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
 
 /// One client: waits for the start, then reads deliveries and publishes on schedule until stopped.
 async fn client_loop(
-    conn: crate::client::Conn,
+    conn: Conn,
     plan: ClientPlan,
     fanout: u64,
     duration: Duration,
@@ -244,7 +245,7 @@ async fn client_loop(
     mut start_rx: watch::Receiver<Option<Instant>>,
     mut stop_rx: watch::Receiver<bool>,
 ) {
-    let crate::client::Conn { mut ws, mut decoder } = conn;
+    let Conn { mut ws, mut decoder } = conn;
     let start = match start_rx.wait_for(|s| s.is_some()).await {
         Ok(s) => s.unwrap_or_else(Instant::now),
         Err(_) => return,

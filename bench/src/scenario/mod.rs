@@ -3,7 +3,9 @@
 pub mod auth;
 pub mod conns;
 pub mod floor;
+pub mod http;
 pub mod load;
+pub mod rest;
 
 use std::time::Duration;
 
