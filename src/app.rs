@@ -6,7 +6,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::{Accounts, MemoryAccountStore};
+use crate::accounts::Accounts;
+use crate::accounts::redb_store::RedbAccountStore;
 use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
@@ -32,12 +33,13 @@ impl App {
     /// Opens the engine's store and builds the server's shared state.
     pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
-        // Memory until the durable store lands; then `crate::accounts::open_store`.
-        // The parameters were validated when the config loaded.
-        let accounts = Accounts::new(&config, Arc::new(MemoryAccountStore::new()))
-            .expect("Argon2 parameters are validated by Config::load");
         let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
         let engine = Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?;
+        // Accounts and sessions live in the engine's database (in memory too with
+        // `history_store = "memory"`: the same code, nothing kept across restarts).
+        let Engine::Local(local) = &engine;
+        let store = Arc::new(RedbAccountStore::new(local.database()));
+        let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),
             broker: Broker::new(fanout, engine),

@@ -473,30 +473,30 @@ fn user_commands_check_their_input_before_the_store() {
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    // Valid input reaches the store, which (until the durable store exists)
-    // says clearly why it cannot keep accounts, and nothing is claimed done.
-    let valid: [&[&str]; 4] = [
-        &[
-            "user",
-            "add",
-            "Alice",
-            "--name",
-            "Alice A.",
-            "--password-file",
-            password_arg,
-        ],
-        &["user", "list"],
-        &["user", "remove", "alice"],
-        &["user", "passwd", "alice", "--password-file", password_arg],
-    ];
-    for args in valid {
-        let output = run_with_stdin(rookery(&dir, &config, &repo_policies(), args), "");
-        let stderr = text(&output.stderr);
-        assert!(!output.status.success(), "{args:?} succeeded");
-        assert!(
-            stderr.contains("the accounts store needs the embedded store (data_dir)"),
-            "{args:?}: {stderr}"
-        );
-        assert_eq!(text(&output.stdout), "", "{args:?}");
-    }
+    // Valid input reaches the durable store: the accounts outlive each command.
+    let run = |args: &[&str]| run_with_stdin(rookery(&dir, &config, &repo_policies(), args), "");
+    let added = run(&[
+        "user",
+        "add",
+        "Alice",
+        "--name",
+        "Alice A.",
+        "--password-file",
+        password_arg,
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let again = run(&["user", "add", "alice", "--password-file", password_arg]);
+    assert!(!again.status.success(), "a second alice is refused");
+    let listed = run(&["user", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("alice"), "{}", text(&listed.stdout));
+    assert!(text(&listed.stdout).contains("Alice A."), "{}", text(&listed.stdout));
+    let changed = run(&["user", "passwd", "alice", "--password-file", password_arg]);
+    assert!(changed.status.success(), "{}", text(&changed.stderr));
+    let removed = run(&["user", "remove", "alice"]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    let listed = run(&["user", "list"]);
+    assert!(!text(&listed.stdout).contains("alice"), "{}", text(&listed.stdout));
+    let gone = run(&["user", "passwd", "alice", "--password-file", password_arg]);
+    assert!(!gone.status.success(), "no such user any more");
 }

@@ -21,6 +21,7 @@
 
 pub mod names;
 pub mod password;
+pub mod redb_store;
 pub mod store;
 pub mod throttle;
 
@@ -280,13 +281,18 @@ pub(crate) fn session_key(session: &str) -> String {
 
 /// The store the server and the `rookery user` commands use for `config`.
 ///
-/// Accounts must outlive the process to be of any use to the operator
-/// commands, so until the embedded durable store exists this refuses; the
-/// server meanwhile keeps accounts in a [`MemoryAccountStore`].
-pub fn open_store(_config: &Config) -> Result<Arc<dyn AccountStore>, StoreError> {
-    Err(StoreError::Unavailable(
-        "the accounts store needs the embedded store (data_dir)".into(),
-    ))
+/// The accounts store of a configuration, for the operator commands
+/// (`rookery user …`): the embedded durable store's file. The server itself
+/// shares its engine's open database instead (a second open would be refused).
+pub fn open_store(config: &Config) -> Result<Arc<dyn AccountStore>, StoreError> {
+    if config.store.kind == crate::config::HistoryStore::Memory {
+        return Err(StoreError::Unavailable(
+            "history_store = \"memory\" keeps no accounts between processes; use the embedded store (data_dir)".into(),
+        ));
+    }
+    let db =
+        crate::engine::store::open_database(&config.store.path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(Arc::new(redb_store::RedbAccountStore::new(db)))
 }
 
 /// The display names of one channel's live connections, so that `POST /auth`

@@ -156,6 +156,11 @@ impl LocalEngine {
         self.inner.in_memory.load(Ordering::Relaxed)
     }
 
+    /// The embedded database, which also holds accounts and sessions.
+    pub fn database(&self) -> Arc<redb::Database> {
+        self.inner.store.database()
+    }
+
     pub async fn flush(&self) -> Result<(), EngineError> {
         Ok(self.inner.store.flush().await?)
     }

@@ -253,6 +253,11 @@ impl Store {
         })
     }
 
+    /// The open database, shared with the accounts store.
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db)
+    }
+
     /// Starts the writer thread; `listener` hears about every commit.
     pub fn start(&self, listener: CommitListener) -> Result<(), StoreError> {
         let Some((rx, config)) = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take() else {
@@ -338,6 +343,11 @@ impl Drop for Store {
             let _ = thread.join();
         }
     }
+}
+
+/// Opens the store's database file without starting a writer (the operator commands).
+pub fn open_database(path: &std::path::Path) -> Result<Arc<Database>, StoreError> {
+    open_file(&path.to_path_buf()).map(Arc::new)
 }
 
 /// Opens the database file, setting aside one that cannot be used.

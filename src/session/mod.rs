@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, info_span};
 
 use self::rate_limit::TokenBucket;
 use self::writer::Writer;
+use crate::accounts::NameClaim;
 use crate::app::App;
 use crate::auth::ChannelAuth;
 use crate::broker::{Channel, ConnId, ConnectionCount, Joined, Outbox, Room, SubscribeRequest, Subscriber};
@@ -117,6 +118,9 @@ struct Handshaken {
 struct Auth {
     permissions: Permissions,
     exp: u64,
+    /// Holds this connection's display name in the channel's live names, so
+    /// that `POST /auth` refuses it to a guest while it is online (PROTOCOL.md §11).
+    _name: Option<NameClaim>,
     /// `data.user` of the token: the account behind this connection (PROTOCOL.md §11).
     user: Option<Arc<str>>,
 }
@@ -418,10 +422,18 @@ impl Session {
             .and_then(|data| data.get("user"))
             .and_then(Value::as_str)
             .map(Arc::from);
+        let name = verified
+            .data
+            .as_ref()
+            .and_then(|data| data.get("name"))
+            .and_then(Value::as_str)
+            .zip(self.app.accounts.live_names(&state.credentials.config.id))
+            .map(|(name, live)| live.claim(name));
         state.auth = Some(Auth {
             permissions: verified.permissions,
             exp: verified.exp,
             user,
+            _name: name,
         });
         state.member = Arc::new(Member {
             id: state.client_id.clone(),

@@ -433,3 +433,71 @@ async fn a_member_token_works_on_the_socket() {
     let reply = client.subscribe("dm-bob-carol").await;
     assert_eq!(reply["error"], "Unauthorized", "{reply}");
 }
+
+#[tokio::test]
+async fn a_guest_name_in_use_by_a_live_connection_is_refused_until_it_leaves() {
+    let server = server().await;
+    let mut zed = server.client(CHAT).await;
+    let token = server.auth_token(zed.id(), Some("Zed")).await;
+    zed.authenticate(&token).await;
+    // Another guest asking for the same name (in any case) while Zed is online: 409.
+    let taken = server.auth_as("n:other", None, Some("zed")).await;
+    assert_eq!(taken.status, 409, "{}", taken.text());
+    assert_eq!(taken.json()["message"], "Name taken");
+    drop(zed);
+    // Once Zed's connection is gone, the name is free again.
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let response = server.auth_as("n:other", None, Some("zed")).await;
+        if response.status == 200 {
+            break;
+        }
+        assert_eq!(response.status, 409);
+        assert!(tokio::time::Instant::now() < deadline, "the name was never released");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_members_messages_and_presence_say_who_they_are_from_the_server() {
+    let server = server().await;
+    server.register("alice", "correct-horse", "Alice").await;
+    let session = server.login("alice", "correct-horse").await;
+    let mut alice = server.client(CHAT).await;
+    let id = alice.id().to_owned();
+    let token = server.auth_as(&id, Some(&session), None).await.text();
+    alice.authenticate(&token).await;
+    let reply = alice
+        .request(json!({"type": "subscribe", "room": "observable-room", "history_count": 10}))
+        .await;
+    assert_eq!(reply.get("error"), None);
+    let members = alice.recv().await;
+    assert_eq!(members["data"][0]["authData"]["user"], "alice");
+    // The body claims to be someone else; the frame says who really sent it.
+    alice
+        .publish(
+            "observable-room",
+            json!({"text": "hi", "name": "Mallory", "user": "mallory"}),
+        )
+        .await;
+    let delivered = alice.recv().await;
+    assert_eq!(
+        (delivered["user"].as_str(), delivered["client_id"].as_str()),
+        (Some("alice"), Some(id.as_str()))
+    );
+
+    let mut guest = server.chat_user("Visitor").await;
+    guest
+        .request(json!({"type": "subscribe", "room": "observable-room", "history_count": 10}))
+        .await;
+    guest.recv().await; // members
+    let history = guest.recv().await;
+    assert_eq!(
+        (history["type"].as_str(), history["user"].as_str()),
+        (Some("history_message"), Some("alice"))
+    );
+    guest.publish("observable-room", json!({"text": "guest here"})).await;
+    let from_guest = guest.recv().await;
+    assert_eq!(from_guest["message"]["text"], "guest here");
+    assert_eq!(from_guest.get("user"), None, "guests have no user: {from_guest}");
+}

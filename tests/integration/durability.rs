@@ -332,3 +332,58 @@ async fn rooms_without_subscribers_leave_memory_and_the_byte_bound_evicts() {
     assert!(node.metric("rookery_history_evicted_rooms_total").await >= 200.0);
     node.kill9().await;
 }
+
+#[tokio::test]
+async fn accounts_and_sessions_survive_a_restart_and_logout_stays_revoked() {
+    let dir = TempDir::new();
+    let cheap = "[accounts]\nargon2_memory_kib = 8\nargon2_iterations = 1\n";
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let node = Node::start(&dir.0, cheap).await;
+    let response = http_request(
+        node.addr,
+        "POST",
+        "/register",
+        &form,
+        Bytes::from("username=alice&password=correct-horse"),
+    )
+    .await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    let login = |addr| async move {
+        let response = http_request(
+            addr,
+            "POST",
+            "/login",
+            &form,
+            Bytes::from("username=alice&password=correct-horse"),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let cookie = response.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        cookie.split(';').next().unwrap().to_owned()
+    };
+    let kept = login(node.addr).await;
+    let revoked = login(node.addr).await;
+    let logout = http_request(node.addr, "POST", "/logout", &[("cookie", &revoked)], Bytes::new()).await;
+    assert_eq!(logout.status, 204);
+    node.kill9().await;
+
+    let node = Node::start(&dir.0, cheap).await;
+    let me = |cookie: String| {
+        let addr = node.addr;
+        async move { http_request(addr, "GET", "/me", &[("cookie", &cookie)], Bytes::new()).await }
+    };
+    let still = me(kept).await;
+    assert_eq!((still.status, still.json()["user"].clone()), (200, json!("alice")));
+    assert_eq!(me(revoked).await.status, 401);
+    // The username stays taken.
+    let again = http_request(
+        node.addr,
+        "POST",
+        "/register",
+        &form,
+        Bytes::from("username=alice&password=another-one"),
+    )
+    .await;
+    assert_eq!(again.status, 409);
+    node.stop().await;
+}
