@@ -9,8 +9,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
+use crate::engine::redis::RedisOptions;
 use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
+use crate::ids::random_alphanumeric;
 use crate::server::IpLimiter;
+
+/// Random characters appended to a cluster node's id: two nodes configured
+/// alike still differ (62^6 ≈ 5.7·10^10 per start).
+const NODE_SUFFIX_CHARS: usize = 6;
 
 /// One running server: configuration, credentials, broker and lifecycle handles.
 pub struct App {
@@ -27,10 +33,25 @@ pub struct App {
 
 impl App {
     /// Opens the engine's store and builds the server's shared state.
-    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
+    /// With `[cluster] redis_url` the engine is Redis (and the node id gets a
+    /// random suffix, so two nodes never mint the same client ids); else the
+    /// embedded store.
+    pub fn new(mut config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
         let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
-        let engine = Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?;
+        let engine = match config.cluster.redis_url.clone() {
+            None => Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?,
+            Some(url) => {
+                config.node_id = format!("{}{}", config.node_id, random_alphanumeric(NODE_SUFFIX_CHARS));
+                let options = RedisOptions {
+                    url: url.expose().to_owned(),
+                    node_id: config.node_id.clone(),
+                    lease: Duration::from_secs(config.cluster.node_lease_seconds),
+                };
+                Engine::redis(channel_limits(&config), options, fanout.clone())
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+            }
+        };
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),
             broker: Broker::new(fanout, engine),

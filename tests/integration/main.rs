@@ -3,6 +3,7 @@
 mod util;
 
 mod chat;
+mod cluster;
 mod durability;
 mod hostile;
 mod ops;
