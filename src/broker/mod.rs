@@ -656,6 +656,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn remote_members_are_listed_and_each_change_is_shown_once() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("observable-r");
+        let mut a = Conn::new(1);
+        broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(1, 0, 0))
+            .await
+            .unwrap();
+        a.frames();
+        let remote = |n: u64| Conn::new(100 + n).member;
+        let (x, y) = (remote(1), remote(2));
+        let fanout = &broker.fanout;
+        fanout.deliver_presence(CHANNEL, &room, Presence::Join(Arc::clone(&x)));
+        // A repeated join and a snapshot that already has `x` change nothing.
+        fanout.deliver_presence(CHANNEL, &room, Presence::Join(Arc::clone(&x)));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Snapshot(vec![Arc::clone(&x), Arc::clone(&y)]));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Leave(x.id.clone()));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Leave(x.id.clone()));
+        let shown: Vec<(String, Value)> = a
+            .frames()
+            .into_iter()
+            .map(|f| (f["type"].as_str().unwrap().to_owned(), f["data"]["id"].clone()))
+            .collect();
+        let id = |m: &Arc<Member>| json!(m.id.as_str());
+        assert_eq!(
+            shown,
+            [
+                ("observable_member_join".into(), id(&x)),
+                ("observable_member_join".into(), id(&y)),
+                ("observable_member_leave".into(), id(&x)),
+            ]
+        );
+        // A newcomer's member list includes the remaining remote member.
+        let mut b = Conn::new(2);
+        broker
+            .subscribe(&channel, &room, b.subscriber(), b.request(1, 0, 0))
+            .await
+            .unwrap();
+        let list = &b.frames()[1];
+        let ids: Vec<&Value> = list["data"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+        assert_eq!(ids, [&id(&a.member), &id(&b.member), &id(&y)]);
+        // A resync drops every local subscriber's connection.
+        assert_eq!(fanout.resync(CHANNEL, &room), 2);
+        assert!(a.outbox.is_stopped() && b.outbox.is_stopped());
+    }
+
+    #[tokio::test]
     async fn engine_logs_follow_subscribers_not_history() {
         let broker = broker(100);
         let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
