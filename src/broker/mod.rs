@@ -176,7 +176,7 @@ impl Broker {
             }
             return Ok(Subscription { room: handle, joined });
         }
-        self.engine.member_joined(&channel.id, room, &member);
+        self.engine.member_joined(&channel.id, room, &member).await;
         let query = request.history_query();
         let (reply, history, head) = match &query {
             None => (

@@ -252,12 +252,13 @@ impl Engine {
         }
     }
 
-    /// A local subscriber joined a room (after [`Engine::hold`]); other nodes learn of it.
-    pub fn member_joined(&self, channel: &str, room: &RoomName, member: &Arc<Member>) {
+    /// A local subscriber joined a room (after [`Engine::hold`]); other nodes
+    /// learn of it before this returns.
+    pub async fn member_joined(&self, channel: &str, room: &RoomName, member: &Arc<Member>) {
         match self {
             // Presence is the broker's alone on one node.
             Engine::Local(_) => {}
-            Engine::Redis(engine) => engine.member_joined(channel, room, member),
+            Engine::Redis(engine) => engine.member_joined(channel, room, member).await,
         }
     }
 

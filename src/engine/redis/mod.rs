@@ -125,6 +125,7 @@ pub(crate) enum Command {
         channel: Arc<str>,
         room: RoomName,
         member: Arc<Member>,
+        done: oneshot::Sender<()>,
     },
     Left {
         channel: Arc<str>,
@@ -303,12 +304,19 @@ impl RedisEngine {
         });
     }
 
-    pub fn member_joined(&self, channel: &str, room: &RoomName, member: &Arc<Member>) {
-        let _ = self.commands.send(Command::Joined {
+    /// Registers a local member; returns once Redis has it (or gave up), so that
+    /// a subscribe answered on this node is visible to subscribes on any node.
+    pub async fn member_joined(&self, channel: &str, room: &RoomName, member: &Arc<Member>) {
+        let (done, registered) = oneshot::channel();
+        let command = Command::Joined {
             channel: channel.into(),
             room: room.clone(),
             member: Arc::clone(member),
-        });
+            done,
+        };
+        if self.commands.send(command).is_ok() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, registered).await;
+        }
     }
 
     pub fn member_left(&self, channel: &str, room: &RoomName, client: &ClientId) {
@@ -494,7 +502,12 @@ impl Actor {
                     }
                 }
             }
-            Command::Joined { channel, room, member } => {
+            Command::Joined {
+                channel,
+                room,
+                member,
+                done,
+            } => {
                 let name = RoomKeys::new(&channel, room.as_str()).events;
                 if let Some(sub) = self.rooms.get_mut(&name) {
                     sub.local.insert(member.id.clone(), Arc::clone(&member));
@@ -503,6 +516,7 @@ impl Actor {
                 if let Err(error) = result {
                     self.lost(&error);
                 }
+                let _ = done.send(());
             }
             Command::Left { channel, room, client } => {
                 let name = RoomKeys::new(&channel, room.as_str()).events;

@@ -67,16 +67,9 @@ pub(super) async fn register(
     } else {
         String::new()
     };
-    let new: i64 = within(
-        scripts::JOIN
-            .key(&keys.members)
-            .key(&keys.events)
-            .arg(member.id.as_str())
-            .arg(record(node, member))
-            .arg(event)
-            .invoke_async(conn),
-    )
-    .await?;
+    // The node's entry first: a node that dies between the two steps leaves
+    // an entry whose member is not registered, which reaping ignores, never a
+    // registered member that no reaper can find.
     within(
         redis::pipe()
             .sadd(
@@ -87,6 +80,16 @@ pub(super) async fn register(
             .sadd(scripts::channel_rooms(channel), room.as_str())
             .ignore()
             .query_async::<()>(conn),
+    )
+    .await?;
+    let new: i64 = within(
+        scripts::JOIN
+            .key(&keys.members)
+            .key(&keys.events)
+            .arg(member.id.as_str())
+            .arg(record(node, member))
+            .arg(event)
+            .invoke_async(conn),
     )
     .await?;
     Ok(new == 1)
