@@ -83,6 +83,8 @@ if ! command -v curl >/dev/null 2>&1; then
   echo "installing curl for the documentation examples"
   apt_install curl
 fi
+# tests/integration/cluster.rs runs several nodes against a real Redis.
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium for the browser tests"
   apt_install chromium

@@ -11,8 +11,14 @@ use crate::accounts::redb_store::RedbAccountStore;
 use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
+use crate::engine::redis::RedisOptions;
 use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
+use crate::ids::random_alphanumeric;
 use crate::server::IpLimiter;
+
+/// Random characters appended to a cluster node's id: two nodes configured
+/// alike still differ (62^6 ≈ 5.7·10^10 per start).
+const NODE_SUFFIX_CHARS: usize = 6;
 
 /// One running server: configuration, credentials, broker and lifecycle handles.
 pub struct App {
@@ -31,14 +37,33 @@ pub struct App {
 
 impl App {
     /// Opens the engine's store and builds the server's shared state.
-    pub fn new(config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
+    /// With `[cluster] redis_url` the engine is Redis (and the node id gets a
+    /// random suffix, so two nodes never mint the same client ids); else the
+    /// embedded store.
+    pub fn new(mut config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
         let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
-        let engine = Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?;
-        // Accounts and sessions live in the engine's database (in memory too with
-        // `history_store = "memory"`: the same code, nothing kept across restarts).
-        let Engine::Local(local) = &engine;
-        let store = Arc::new(RedbAccountStore::new(local.database()));
+        let engine = match config.cluster.redis_url.clone() {
+            None => Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?,
+            Some(url) => {
+                config.node_id = format!("{}{}", config.node_id, random_alphanumeric(NODE_SUFFIX_CHARS));
+                let options = RedisOptions {
+                    url: url.expose().to_owned(),
+                    node_id: config.node_id.clone(),
+                    lease: Duration::from_secs(config.cluster.node_lease_seconds),
+                };
+                Engine::redis(channel_limits(&config), options, fanout.clone())
+                    .map_err(|e| StoreError::Backend(e.to_string()))?
+            }
+        };
+        // Accounts and sessions live in the embedded database: the engine's own
+        // on one node (in memory too with `history_store = "memory"`), the
+        // node's data dir in a cluster (not shared across nodes yet).
+        let database = match &engine {
+            Engine::Local(local) => local.database(),
+            Engine::Redis(_) => crate::engine::store::open_database(&config.store.path)?,
+        };
+        let store = Arc::new(RedbAccountStore::new(database));
         let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),

@@ -244,6 +244,8 @@ pub struct Config {
     pub dev_channel_file: Option<PathBuf>,
     pub registration: Registration,
     pub accounts: AccountsConfig,
+    /// Several nodes through Redis (PROTOCOL.md §13); off without `redis_url`.
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -270,6 +272,8 @@ struct ConfigFile {
     registration: Registration,
     #[serde(default)]
     accounts: AccountsConfig,
+    #[serde(default)]
+    cluster: ClusterSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +364,54 @@ pub struct StoreConfig {
     /// The store's file (unused for [`HistoryStore::Memory`]).
     pub path: PathBuf,
     pub settings: StoreSettings,
+}
+
+/// The `[cluster]` section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ClusterSection {
+    redis_url: Option<Secret>,
+    node_lease_seconds: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis_url: None,
+            node_lease_seconds: 15,
+        }
+    }
+}
+
+/// The environment variable that names the cluster's Redis (wins over the file).
+pub const REDIS_URL_ENV: &str = "ROOKERY_REDIS_URL";
+
+/// Several nodes as one deployment (docs/cluster.md).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`; a secret, since it may carry a password.
+    pub redis_url: Option<Secret>,
+    /// A node that has not renewed its lease for this long is dead: its members leave.
+    pub node_lease_seconds: u64,
+}
+
+impl ClusterSection {
+    fn resolve(self) -> Result<ClusterConfig, String> {
+        let from_env = std::env::var(REDIS_URL_ENV).ok().filter(|url| !url.is_empty());
+        let redis_url = from_env.map(Secret::new).or(self.redis_url);
+        if let Some(url) = &redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return Err("[cluster]: redis_url must start with redis://".into());
+        }
+        if self.node_lease_seconds == 0 {
+            return Err("[cluster]: node_lease_seconds must be at least 1".into());
+        }
+        Ok(ClusterConfig {
+            redis_url,
+            node_lease_seconds: self.node_lease_seconds,
+        })
+    }
 }
 
 /// The development channel's credentials as kept on disk.
@@ -479,6 +531,7 @@ impl Config {
                 "node_id {node_id:?} must be non-empty and alphanumeric"
             )));
         }
+        let cluster = raw.cluster.resolve().map_err(&invalid)?;
         let listen = match overrides.listen.or(raw.listen) {
             Some(listen) => listen,
             None => DEFAULT_LISTEN
@@ -505,6 +558,7 @@ impl Config {
             clock: crate::clock::Clock::default(),
             registration: raw.registration,
             accounts: raw.accounts,
+            cluster,
         })
     }
 
@@ -804,6 +858,22 @@ mod tests {
             let err = load_text(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn the_cluster_section_is_optional_and_checked() {
+        let alone = load_text("").unwrap();
+        assert!(alone.cluster.redis_url.is_none());
+        assert_eq!(alone.cluster.node_lease_seconds, 15);
+        let cluster =
+            load_text("[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379\"\nnode_lease_seconds = 2\n").unwrap();
+        assert_eq!(cluster.cluster.node_lease_seconds, 2);
+        assert!(
+            !format!("{cluster:?}").contains("pw@"),
+            "the URL's password is redacted"
+        );
+        let err = load_text("[cluster]\nredis_url = \"http://x\"\n").unwrap_err();
+        assert!(err.to_string().contains("redis://"), "{err}");
     }
 
     #[test]

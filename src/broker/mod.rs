@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use self::outbox::{Outbox, OutboxReader, PushError};
 pub use self::room::{ConnId, Joined, Room, Subscriber};
-use crate::engine::{Ack, Delivery, Draft, Engine, EngineError, HistoryQuery, MessageId, Published};
+use crate::engine::{Ack, Delivery, Draft, Engine, EngineError, HistoryQuery, MessageId, Presence, Published};
 use crate::ids::{ClientId, RoomName};
 use crate::protocol::{self, Message};
 
@@ -66,6 +66,23 @@ impl Delivery for FanOut {
             .map_or(0, |room| room.deliver(message));
         crate::metrics::fanout(delivered, started.elapsed());
         delivered
+    }
+
+    fn deliver_presence(&self, channel: &str, room: &RoomName, event: Presence) {
+        if let Some(room) = self.channels.get(channel).and_then(|c| c.rooms.get(room)) {
+            room.apply_remote(event);
+        }
+    }
+
+    fn resync(&self, channel: &str, room: &RoomName) -> usize {
+        self.channels
+            .get(channel)
+            .and_then(|c| c.rooms.get(room))
+            .map_or(0, |room| room.resync())
+    }
+
+    fn connections(&self, channel: &str) -> usize {
+        self.channels.get(channel).map_or(0, |c| c.connection_count())
     }
 }
 
@@ -139,22 +156,27 @@ impl Broker {
         request: SubscribeRequest<'_>,
     ) -> Result<Subscription, EngineError> {
         let outbox = subscriber.outbox.clone();
+        let member = Arc::clone(&subscriber.member);
         let handle = loop {
             let handle = channel.rooms.get_or_create(room);
+            // Held before the join: a cluster engine hands the room its remote
+            // members first, so the newcomer's member list includes them.
+            self.engine.hold(&channel.id, room).await;
             match handle.join(request.conn, subscriber.clone()) {
                 Ok(joined) => break (handle, joined),
                 // Retired between lookup and lock: look it up again.
-                Err(room::RoomRemoved) => continue,
+                Err(room::RoomRemoved) => self.engine.release(&channel.id, room),
             }
         };
         let (handle, joined) = handle;
         if joined == Joined::Already {
+            self.engine.release(&channel.id, room);
             if let Some(callback) = request.callback {
                 let _ = outbox.push(protocol::reply(callback, None));
             }
             return Ok(Subscription { room: handle, joined });
         }
-        self.engine.hold(&channel.id, room);
+        self.engine.member_joined(&channel.id, room, &member).await;
         let query = request.history_query();
         let (reply, history, head) = match &query {
             None => (
@@ -184,12 +206,13 @@ impl Broker {
 
     /// Unsubscribes a connection from a room it holds; frees the room when empty.
     pub fn leave(&self, channel: &Channel, room: &Arc<Room>, conn: ConnId) -> bool {
-        let was = room.leave(conn);
-        if was {
+        let gone = room.remove(conn);
+        if let Some(member) = &gone {
+            self.engine.member_left(&channel.id, room.name(), &member.id);
             self.engine.release(&channel.id, room.name());
         }
         channel.rooms.release_if_empty(room);
-        was
+        gone.is_some()
     }
 
     /// Places, delivers and stores one message. `client_id` is `None` for REST publishes.
@@ -630,6 +653,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(publish(&broker, &room, "hi").await.delivered, 1);
+    }
+
+    #[tokio::test]
+    async fn remote_members_are_listed_and_each_change_is_shown_once() {
+        let broker = broker(100);
+        let channel = Arc::clone(broker.channel(CHANNEL).unwrap());
+        let room = room("observable-r");
+        let mut a = Conn::new(1);
+        broker
+            .subscribe(&channel, &room, a.subscriber(), a.request(1, 0, 0))
+            .await
+            .unwrap();
+        a.frames();
+        let remote = |n: u64| Conn::new(100 + n).member;
+        let (x, y) = (remote(1), remote(2));
+        let fanout = &broker.fanout;
+        fanout.deliver_presence(CHANNEL, &room, Presence::Join(Arc::clone(&x)));
+        // A repeated join and a snapshot that already has `x` change nothing.
+        fanout.deliver_presence(CHANNEL, &room, Presence::Join(Arc::clone(&x)));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Snapshot(vec![Arc::clone(&x), Arc::clone(&y)]));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Leave(x.id.clone()));
+        fanout.deliver_presence(CHANNEL, &room, Presence::Leave(x.id.clone()));
+        let shown: Vec<(String, Value)> = a
+            .frames()
+            .into_iter()
+            .map(|f| (f["type"].as_str().unwrap().to_owned(), f["data"]["id"].clone()))
+            .collect();
+        let id = |m: &Arc<Member>| json!(m.id.as_str());
+        assert_eq!(
+            shown,
+            [
+                ("observable_member_join".into(), id(&x)),
+                ("observable_member_join".into(), id(&y)),
+                ("observable_member_leave".into(), id(&x)),
+            ]
+        );
+        // A newcomer's member list includes the remaining remote member.
+        let mut b = Conn::new(2);
+        broker
+            .subscribe(&channel, &room, b.subscriber(), b.request(1, 0, 0))
+            .await
+            .unwrap();
+        let list = &b.frames()[1];
+        let ids: Vec<&Value> = list["data"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+        assert_eq!(ids, [&id(&a.member), &id(&b.member), &id(&y)]);
+        // A resync drops every local subscriber's connection.
+        assert_eq!(fanout.resync(CHANNEL, &room), 2);
+        assert!(a.outbox.is_stopped() && b.outbox.is_stopped());
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use indexmap::IndexMap;
 
 use super::outbox::Outbox;
+use crate::engine::Presence;
 use crate::ids::{ClientId, RoomName};
 use crate::protocol::{self, Frame, Member, Message};
 
@@ -73,7 +74,17 @@ pub struct Room {
 
 struct RoomState {
     subscribers: IndexMap<ConnId, Entry>,
+    /// Members subscribed on other nodes (cluster engine), in arrival order.
+    remote: IndexMap<ClientId, Arc<Member>>,
     removed: bool,
+}
+
+impl RoomState {
+    fn send_all(&mut self, frame: &Frame) {
+        for entry in self.subscribers.values_mut() {
+            entry.send(None, frame);
+        }
+    }
 }
 
 impl Room {
@@ -82,6 +93,7 @@ impl Room {
             name,
             state: Mutex::new(RoomState {
                 subscribers: IndexMap::new(),
+                remote: IndexMap::new(),
                 removed: false,
             }),
         }
@@ -117,7 +129,8 @@ impl Room {
                 .subscribers
                 .values()
                 .map(|e| &*e.subscriber.member)
-                .chain(std::iter::once(&*subscriber.member));
+                .chain(std::iter::once(&*subscriber.member))
+                .chain(state.remote.values().map(|m| &**m));
             buffer.members = Some(protocol::observable_members(&self.name, members));
         }
         state.subscribers.insert(
@@ -164,17 +177,72 @@ impl Room {
     /// Removes `conn`; remaining members of an observable room get a leave event.
     /// Returns whether it was subscribed.
     pub fn leave(&self, conn: ConnId) -> bool {
+        self.remove(conn).is_some()
+    }
+
+    /// [`Room::leave`], returning the member that left.
+    pub fn remove(&self, conn: ConnId) -> Option<Arc<Member>> {
         let mut state = self.state();
-        let Some(gone) = state.subscribers.swap_remove(&conn) else {
-            return false;
-        };
+        let gone = state.subscribers.swap_remove(&conn)?;
         if self.name.is_observable() {
-            let leave = protocol::member_leave(&self.name, &gone.subscriber.member);
-            for other in state.subscribers.values_mut() {
-                other.send(None, &leave);
+            state.send_all(&protocol::member_leave(&self.name, &gone.subscriber.member));
+        }
+        Some(gone.subscriber.member)
+    }
+
+    /// Applies a change of the members on other nodes; local subscribers of an
+    /// observable room get a join or leave event for each actual change, so an
+    /// event repeated (or a snapshot overlapping events) is never shown twice.
+    pub fn apply_remote(&self, event: Presence) {
+        if !self.name.is_observable() {
+            return;
+        }
+        let mut state = self.state();
+        match event {
+            Presence::Join(member) => {
+                if !state.remote.contains_key(&member.id) {
+                    state.send_all(&protocol::member_join(&self.name, &member));
+                    state.remote.insert(member.id.clone(), member);
+                }
+            }
+            Presence::Leave(id) => {
+                if let Some(member) = state.remote.shift_remove(&id) {
+                    state.send_all(&protocol::member_leave(&self.name, &member));
+                }
+            }
+            Presence::Snapshot(members) => {
+                let now: IndexMap<ClientId, Arc<Member>> = members.into_iter().map(|m| (m.id.clone(), m)).collect();
+                let gone: Vec<Arc<Member>> = state
+                    .remote
+                    .values()
+                    .filter(|m| !now.contains_key(&m.id))
+                    .cloned()
+                    .collect();
+                for member in gone {
+                    state.send_all(&protocol::member_leave(&self.name, &member));
+                }
+                let new: Vec<Arc<Member>> = now
+                    .values()
+                    .filter(|m| !state.remote.contains_key(&m.id))
+                    .cloned()
+                    .collect();
+                for member in new {
+                    state.send_all(&protocol::member_join(&self.name, &member));
+                }
+                state.remote = now;
             }
         }
-        true
+    }
+
+    /// Drops every subscriber's connection without a close frame, so that
+    /// clients reconnect and recover with `history_since` (a gap the engine
+    /// could not fill). Returns how many were dropped.
+    pub fn resync(&self) -> usize {
+        let state = self.state();
+        for entry in state.subscribers.values() {
+            entry.subscriber.outbox.stop();
+        }
+        state.subscribers.len()
     }
 
     /// Hands one placed message to every subscriber; returns how many took it.

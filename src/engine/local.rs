@@ -399,8 +399,9 @@ fn restore(room: &RoomName, epoch: &Arc<str>, stored: StoredMessage) -> Arc<Mess
     })
 }
 
-/// Answers `query` from a room's history (`messages`, oldest first).
-fn answer(
+/// Answers `query` from a room's history (`messages`, oldest first); the
+/// cluster engine answers with it too, so both compute `complete` alike.
+pub(super) fn answer(
     messages: &[Arc<Message>],
     head: u64,
     lost: u64,

@@ -15,10 +15,12 @@
 //!
 //! # Layout
 //! - [`local`]: the single-node engine: per-room logs in memory while in use.
+//! - [`redis`]: several nodes as one deployment through Redis (PROTOCOL.md §13).
 //! - [`store`]: the embedded durable store (redb) with group commit, the
 //!   history byte bound and the age sweeper.
 
 pub mod local;
+pub mod redis;
 pub mod store;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use serde_json::value::RawValue;
 
 pub use crate::ids::MessageId;
 use crate::ids::{ClientId, RoomName};
-use crate::protocol::Message;
+use crate::protocol::{Member, Message};
 
 pub use self::store::{StoreError, StoreOptions};
 
@@ -89,12 +91,41 @@ pub enum EngineError {
     /// The store failed; the message was not stored (it may have been delivered).
     #[error("store unavailable: {0}")]
     Store(#[from] StoreError),
+    /// The cluster's Redis did not answer; the message was not published.
+    #[error("Redis unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A change of a room's members on other nodes, as the cluster engine learns it.
+#[derive(Debug)]
+pub enum Presence {
+    /// A member joined on another node.
+    Join(Arc<Member>),
+    /// A member on another node left (or its node died).
+    Leave(ClientId),
+    /// Every member on other nodes, as Redis has them now (after a subscribe or a reconnect).
+    Snapshot(Vec<Arc<Member>>),
 }
 
 /// The broker's side of the seam: hands a placed message to the room's local subscribers.
 pub trait Delivery: Send + Sync + 'static {
     /// Delivers `message` to the local subscribers of its room; returns how many got it.
     fn deliver(&self, channel: &str, message: &Arc<Message>) -> usize;
+
+    /// Applies a change of the room's remote members and tells local subscribers
+    /// (cluster engine only).
+    fn deliver_presence(&self, _channel: &str, _room: &RoomName, _event: Presence) {}
+
+    /// Messages of the room were lost in transit and cannot be read back: makes
+    /// its local subscribers resync (cluster engine only); returns how many.
+    fn resync(&self, _channel: &str, _room: &RoomName) -> usize {
+        0
+    }
+
+    /// Connections on this node's channel (cluster engine only, for deployment stats).
+    fn connections(&self, _channel: &str) -> usize {
+        0
+    }
 }
 
 /// History limits of one channel.
@@ -112,6 +143,8 @@ pub struct ChannelLimits {
 pub enum Engine {
     /// One node, history in the embedded store.
     Local(local::LocalEngine),
+    /// Several nodes sharing rooms, history and presence through Redis.
+    Redis(redis::RedisEngine),
 }
 
 impl Engine {
@@ -124,6 +157,15 @@ impl Engine {
         Ok(Engine::Local(local::LocalEngine::open(channels, store, delivery)?))
     }
 
+    /// Starts the cluster engine on Redis (connecting lazily: Redis may be down).
+    pub fn redis(
+        channels: Vec<ChannelLimits>,
+        options: redis::RedisOptions,
+        delivery: Arc<dyn Delivery>,
+    ) -> Result<Engine, EngineError> {
+        Ok(Engine::Redis(redis::RedisEngine::open(channels, options, delivery)?))
+    }
+
     /// Places, delivers and stores one message.
     pub async fn publish(
         &self,
@@ -134,6 +176,8 @@ impl Engine {
     ) -> Result<Published, EngineError> {
         match self {
             Engine::Local(engine) => engine.publish(channel, room, draft, ack).await,
+            // Both acks wait for the script: it stores and publishes in one step.
+            Engine::Redis(engine) => engine.publish(channel, room, draft).await,
         }
     }
 
@@ -146,13 +190,16 @@ impl Engine {
     ) -> Result<HistoryAnswer, EngineError> {
         match self {
             Engine::Local(engine) => engine.history(channel, room, query),
+            Engine::Redis(engine) => engine.history(channel, room, query).await,
         }
     }
 
-    /// A subscriber arrived: keep the room's log in memory while it is in use.
-    pub fn hold(&self, channel: &str, room: &RoomName) {
+    /// A subscriber arrives: keep the room's log in memory while it is in use
+    /// (cluster: receive the room's traffic and know its remote members).
+    pub async fn hold(&self, channel: &str, room: &RoomName) {
         match self {
             Engine::Local(engine) => engine.hold(channel, room),
+            Engine::Redis(engine) => engine.hold(channel, room).await,
         }
     }
 
@@ -160,6 +207,34 @@ impl Engine {
     pub fn release(&self, channel: &str, room: &RoomName) {
         match self {
             Engine::Local(engine) => engine.release(channel, room),
+            Engine::Redis(engine) => engine.release(channel, room),
+        }
+    }
+
+    /// A local subscriber joined a room (after [`Engine::hold`]); other nodes
+    /// learn of it before this returns.
+    pub async fn member_joined(&self, channel: &str, room: &RoomName, member: &Arc<Member>) {
+        match self {
+            // Presence is the broker's alone on one node.
+            Engine::Local(_) => {}
+            Engine::Redis(engine) => engine.member_joined(channel, room, member).await,
+        }
+    }
+
+    /// A local subscriber left a room (before [`Engine::release`]).
+    pub fn member_left(&self, channel: &str, room: &RoomName, client: &ClientId) {
+        match self {
+            Engine::Local(_) => {}
+            Engine::Redis(engine) => engine.member_left(channel, room, client),
+        }
+    }
+
+    /// Rooms, members and connections of the whole deployment, when this node
+    /// is one of several (`None`: the broker's own tables are the whole truth).
+    pub async fn deployment(&self, channel: &str) -> Option<Result<redis::Deployment, EngineError>> {
+        match self {
+            Engine::Local(_) => None,
+            Engine::Redis(engine) => Some(engine.deployment(channel).await),
         }
     }
 
@@ -167,6 +242,7 @@ impl Engine {
     pub fn rooms_in_memory(&self) -> usize {
         match self {
             Engine::Local(engine) => engine.rooms_in_memory(),
+            Engine::Redis(engine) => engine.rooms_in_memory(),
         }
     }
 
@@ -174,6 +250,7 @@ impl Engine {
     pub async fn flush(&self) -> Result<(), EngineError> {
         match self {
             Engine::Local(engine) => engine.flush().await,
+            Engine::Redis(engine) => engine.flush().await,
         }
     }
 }

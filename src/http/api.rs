@@ -22,8 +22,9 @@ use super::{Body, error_response, json_response};
 use crate::app::App;
 use crate::auth::ChannelAuth;
 use crate::broker::{Channel, MAX_HISTORY_PER_SUBSCRIBE};
+use crate::engine::redis::Deployment;
 use crate::engine::{Ack, Draft, EngineError};
-use crate::ids::RoomName;
+use crate::ids::{ClientId, RoomName};
 use crate::permissions::Permissions;
 use crate::token::Bearer;
 
@@ -146,6 +147,11 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
 }
 
 async fn read_only(rest: &[&str], app: &App, channel: &Channel, query: Option<&str>, max_room: usize) -> ApiResult {
+    if matches!(rest, ["stats" | "members" | "rooms" | "room-members"] | [_, "members"])
+        && let Some(deployment) = app.broker.engine().deployment(&channel.id).await
+    {
+        return deployment_view(rest, &deployment.map_err(unavailable)?, max_room);
+    }
     match rest {
         ["stats"] => Ok(json_response(
             StatusCode::OK,
@@ -190,6 +196,27 @@ async fn read_only(rest: &[&str], app: &App, channel: &Channel, query: Option<&s
         }
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// The read-only views answered from the whole deployment's presence (cluster engine).
+fn deployment_view(rest: &[&str], deployment: &Deployment, max_room: usize) -> ApiResult {
+    let body = match rest {
+        ["stats"] => json!({ "users_count": deployment.connections }),
+        ["members"] => {
+            let mut ids: Vec<&ClientId> = deployment.rooms.values().flatten().collect();
+            ids.sort();
+            ids.dedup();
+            json!(ids)
+        }
+        ["rooms"] => json!(deployment.rooms.keys().collect::<Vec<_>>()),
+        ["room-members"] => json!(deployment.rooms),
+        [room, "members"] => {
+            let room = parse_room(room, max_room)?;
+            json!(deployment.rooms.get(room.as_str()).cloned().unwrap_or_default())
+        }
+        _ => return Err(ApiError::not_found()),
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 #[derive(Serialize)]

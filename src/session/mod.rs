@@ -569,7 +569,7 @@ impl Session {
                 debug!(%error, "publish failed");
                 let text = match error {
                     EngineError::UnknownChannel => texts::UNKNOWN_CHANNEL,
-                    EngineError::Store(_) => texts::UNAVAILABLE,
+                    EngineError::Store(_) | EngineError::Unavailable(_) => texts::UNAVAILABLE,
                 };
                 self.answer(callback, Some(text));
             }

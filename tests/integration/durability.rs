@@ -172,8 +172,9 @@ async fn kill_9_during_a_rest_flood_loses_nothing_that_was_acknowledged() {
         })
         .collect();
     // Let the flood run, then kill the server in the middle of it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while node.metric("rookery_messages_published_total{via=\"rest\"}").await < 400.0 {
+    // (Generous: CI machines are small and fsync may be slow; the point is to kill mid-flood.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while node.metric("rookery_messages_published_total{via=\"rest\"}").await < 200.0 {
         assert!(tokio::time::Instant::now() < deadline, "the flood does not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -183,7 +184,7 @@ async fn kill_9_during_a_rest_flood_loses_nothing_that_was_acknowledged() {
     }
     let acknowledged = acknowledged.lock().await.clone();
     let total: usize = acknowledged.iter().map(|(_, acked)| acked.len()).sum();
-    assert!(total >= 400, "only {total} publishes were acknowledged");
+    assert!(total >= 200, "only {total} publishes were acknowledged");
 
     let node = Node::start(&dir.0, "").await;
     let mut stored: Vec<Vec<(u64, u64)>> = Vec::new();

@@ -4,6 +4,7 @@ mod util;
 
 mod accounts;
 mod chat;
+mod cluster;
 mod durability;
 mod hostile;
 mod jwt;

@@ -1,0 +1,431 @@
+//! Several nodes as one deployment (PROTOCOL.md §13): a real `redis-server` and
+//! two or three `rookery` nodes, all child processes on loopback, killed when
+//! the test ends. Without `redis-server` on the PATH these tests fail, loudly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::util::{CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request};
+
+/// A `redis-server` child process without persistence.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let port = free_port();
+        Redis::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server must be installed for the cluster tests (scripts/test.sh installs it): {e}")
+            });
+        let redis = Redis { child, port };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !redis.answers().await {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        redis
+    }
+
+    /// Whether it answers `PING`.
+    async fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            && &reply == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) -> u16 {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+        self.port
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A `rookery` node of the deployment.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Node {
+    async fn start(redis: &Redis) -> Node {
+        let dir = TempDir::new();
+        let config = dir.0.join("rookery.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nauth_channel = \"{CHAT}\"\nhistory_store = \"memory\"\n\
+                 shutdown_timeout_seconds = 2\n\
+                 [cluster]\nredis_url = \"{}\"\nnode_lease_seconds = 2\n\
+                 [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n\
+                 [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\nhistory_size = 50\n",
+                redis.url()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.0.join("data"))
+            .arg("--policies-dir")
+            .arg(repo().join("policies"))
+            .arg("--static-dir")
+            .arg(repo().join("static"))
+            .env("RUST_LOG", "warn")
+            .env_remove("ROOKERY_REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("rookery starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("rookery prints its address in time")
+            .unwrap()
+            .expect("a line on stdout");
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        Node { child, addr, _dir: dir }
+    }
+
+    async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    async fn client(&self) -> Client {
+        let mut client = Client::connect(&format!("ws://{}/v3/websocket", self.addr)).await;
+        client.handshake(OPEN).await;
+        client
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let auth = basic_auth(OPEN, OPEN_SECRET);
+        let path = format!("/api/{OPEN}/{path}");
+        let response = http_request(self.addr, "GET", &path, &[("authorization", &auth)], Bytes::new()).await;
+        let status = response.status;
+        (status, serde_json::from_str(&response.text()).unwrap_or(Value::Null))
+    }
+
+    async fn rest_publish(&self, room: &str, message: Value) -> (u16, Value) {
+        let auth = basic_auth(OPEN, OPEN_SECRET);
+        let path = format!("/api/{OPEN}/{room}/publish");
+        let response = http_request(
+            self.addr,
+            "POST",
+            &path,
+            &[("authorization", &auth), ("content-type", "application/json")],
+            Bytes::from(message.to_string()),
+        )
+        .await;
+        (
+            response.status,
+            serde_json::from_str(&response.text()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls `path` until `check` accepts its body (at most [`RECV_TIMEOUT`]).
+    async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 && check(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never matched; last {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Subscribes and reads the reply; returns it.
+async fn subscribe(client: &mut Client, frame: Value) -> Value {
+    let mut frame = frame;
+    frame["type"] = json!("subscribe");
+    client.request(frame).await
+}
+
+/// Reads `n` publish frames of `room`.
+async fn publishes(client: &mut Client, n: usize) -> Vec<Value> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let frame = client.recv().await;
+        if frame["type"] == "publish" {
+            seen.push(frame);
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_in_order_once_and_rest_publishes_too() {
+    let redis = Redis::start().await;
+    let (a, b, c) = tokio::join!(Node::start(&redis), Node::start(&redis), Node::start(&redis));
+    let mut on_b = b.client().await;
+    let mut on_c = c.client().await;
+    let mut on_a = a.client().await;
+    subscribe(&mut on_b, json!({"room": "r"})).await;
+    subscribe(&mut on_c, json!({"room": "r"})).await;
+    subscribe(&mut on_a, json!({"room": "r"})).await;
+    let mut publisher = a.client().await;
+    for i in 0..30 {
+        publisher.publish("r", json!(i)).await;
+    }
+    for reader in [&mut on_b, &mut on_c, &mut on_a] {
+        let got = publishes(reader, 30).await;
+        let values: Vec<i64> = got.iter().map(|f| f["message"].as_i64().unwrap()).collect();
+        assert_eq!(values, (0..30).collect::<Vec<_>>());
+        let ids: Vec<&str> = got.iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids sort in publication order: {ids:?}"
+        );
+        assert_eq!(got[0]["client_id"], json!(publisher.id()));
+    }
+    // A REST publish on C arrives on A (and nothing arrived twice before it).
+    let (status, body) = c.rest_publish("r", json!({"from": "rest"})).await;
+    assert_eq!(status, 200, "{body}");
+    let frame = on_a.recv().await;
+    assert_eq!(frame["message"], json!({"from": "rest"}), "{frame}");
+    assert_eq!(frame["id"], body["id"]);
+    // Client ids of different nodes never share a node prefix.
+    let prefix = |id: &str| id.split_once(':').unwrap().0.to_owned();
+    assert_ne!(prefix(on_a.id()), prefix(on_b.id()));
+    assert_ne!(prefix(on_b.id()), prefix(on_c.id()));
+}
+
+#[tokio::test]
+async fn members_are_the_whole_deployment_with_one_join_and_one_leave() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(Node::start(&redis), Node::start(&redis));
+    let room = "observable-room";
+    let mut first = a.client().await;
+    subscribe(&mut first, json!({"room": room})).await;
+    let members = first.recv().await;
+    assert_eq!(members["type"], "observable_members");
+
+    let mut second = b.client().await;
+    subscribe(&mut second, json!({"room": room})).await;
+    let members = second.recv().await;
+    assert_eq!(members["type"], "observable_members", "{members}");
+    let mut ids: Vec<&str> = members["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected = vec![first.id(), second.id()];
+    expected.sort();
+    assert_eq!(ids, expected, "B's member list includes A's member");
+
+    let join = first.recv().await;
+    assert_eq!(join["type"], "observable_member_join", "{join}");
+    assert_eq!(join["data"]["id"], json!(second.id()));
+
+    // REST on either node answers for the deployment.
+    for node in [&a, &b] {
+        node.eventually(&format!("{room}/members"), |body| {
+            let ids: Vec<&str> = body
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            ids.contains(&first.id()) && ids.contains(&second.id())
+        })
+        .await;
+        let (_, rooms) = node.get("rooms").await;
+        assert_eq!(rooms, json!([room]));
+        node.eventually("stats", |body| body["users_count"] == json!(2)).await;
+    }
+
+    let second_id = second.id().to_owned();
+    drop(second);
+    let leave = first.recv().await;
+    assert_eq!(leave["type"], "observable_member_leave", "{leave}");
+    assert_eq!(leave["data"]["id"], json!(second_id));
+    // Exactly one join and one leave: nothing more follows.
+    first.expect_silence(Duration::from_millis(300)).await;
+    a.eventually(&format!("{room}/members"), |body| body == &json!([first.id()]))
+        .await;
+}
+
+#[tokio::test]
+async fn history_and_recovery_span_nodes() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(Node::start(&redis), Node::start(&redis));
+    let mut publisher = a.client().await;
+    for i in 0..3 {
+        publisher
+            .request(json!({"type": "publish", "room": "feed", "message": i}))
+            .await;
+    }
+    let (status, history) = b.get("feed/history").await;
+    assert_eq!(status, 200);
+    let values: Vec<&Value> = history.as_array().unwrap().iter().map(|m| &m["message"]).collect();
+    assert_eq!(values, [&json!(0), &json!(1), &json!(2)]);
+
+    let mut reader = b.client().await;
+    subscribe(&mut reader, json!({"room": "feed", "history_count": 2})).await;
+    let old: Vec<Value> = vec![reader.recv().await, reader.recv().await];
+    assert_eq!(old[0]["type"], "history_message");
+    assert_eq!((&old[0]["message"], &old[1]["message"]), (&json!(1), &json!(2)));
+    let last_id = old[1]["id"].as_str().unwrap().to_owned();
+    drop(reader);
+    publisher.publish("feed", json!("missed 1")).await;
+    publisher
+        .request(json!({"type": "publish", "room": "feed", "message": "missed 2"}))
+        .await;
+    let mut back = b.client().await;
+    let reply = subscribe(&mut back, json!({"room": "feed", "history_since": last_id})).await;
+    assert_eq!(reply["recovered"], true, "{reply}");
+    assert_eq!(back.recv().await["message"], "missed 1");
+    assert_eq!(back.recv().await["message"], "missed 2");
+    // Live traffic follows the recovery without a duplicate.
+    publisher.publish("feed", json!("live")).await;
+    assert_eq!(back.recv().await["message"], "live");
+}
+
+#[tokio::test]
+async fn a_dead_nodes_members_leave_within_the_lease() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(Node::start(&redis), Node::start(&redis));
+    let room = "observable-lease";
+    let mut watcher = a.client().await;
+    subscribe(&mut watcher, json!({"room": room})).await;
+    assert_eq!(watcher.recv().await["type"], "observable_members");
+    let mut doomed = b.client().await;
+    subscribe(&mut doomed, json!({"room": room})).await;
+    let join = watcher.recv().await;
+    assert_eq!(join["type"], "observable_member_join");
+    let doomed_id = doomed.id().to_owned();
+
+    let killed = tokio::time::Instant::now();
+    b.kill9().await;
+    // The lease is 2 s and the survivor checks every 2/3 s: well within RECV_TIMEOUT.
+    let leave = watcher.recv().await;
+    assert_eq!(leave["type"], "observable_member_leave", "{leave}");
+    assert_eq!(leave["data"]["id"], json!(doomed_id));
+    assert!(
+        killed.elapsed() < Duration::from_secs(4),
+        "left after {:?}",
+        killed.elapsed()
+    );
+    watcher.expect_silence(Duration::from_millis(300)).await;
+    a.eventually(&format!("{room}/members"), |body| body == &json!([watcher.id()]))
+        .await;
+}
+
+#[tokio::test]
+async fn redis_down_refuses_publishes_and_the_nodes_resume_when_it_is_back() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(Node::start(&redis), Node::start(&redis));
+    let mut reader = b.client().await;
+    subscribe(&mut reader, json!({"room": "r"})).await;
+    let mut publisher = a.client().await;
+    publisher
+        .request(json!({"type": "publish", "room": "r", "message": "before"}))
+        .await;
+    assert_eq!(reader.recv().await["message"], "before");
+
+    let port = redis.stop().await;
+    let refused = publisher
+        .request(json!({"type": "publish", "room": "r", "message": "lost"}))
+        .await;
+    assert_eq!(refused["error"], "Service unavailable", "{refused}");
+    let (status, body) = a.rest_publish("r", json!("lost too")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["message"], "Service unavailable");
+
+    // Redis comes back (empty): both nodes carry on by themselves, the
+    // subscriber on B is still connected and gets what A publishes.
+    let _redis = Redis::start_on(port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = publisher
+            .request(json!({"type": "publish", "room": "r", "message": "after"}))
+            .await;
+        if reply.get("error").is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing never resumed: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frame = loop {
+        let frame = reader.recv().await;
+        if frame["type"] == "publish" {
+            break frame;
+        }
+    };
+    assert_eq!(frame["message"], "after", "{frame}");
+    // A new epoch: the old id is not recovered.
+    let mut late = b.client().await;
+    let reply = subscribe(
+        &mut late,
+        json!({"room": "r", "history_since": "zzzz-00000000000000000001"}),
+    )
+    .await;
+    assert_eq!(reply["recovered"], false);
+}
