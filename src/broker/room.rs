@@ -48,7 +48,13 @@ struct CatchingUp {
     members: Option<Frame>,
     /// Live frames since the join, with the offset of those that are messages.
     frames: Vec<(Option<u64>, Frame)>,
+    /// Bytes of `frames`.
+    bytes: usize,
 }
+
+/// Bounds of a catching-up subscriber's buffer (the outbox's own defaults).
+const CATCH_UP_MAX_FRAMES: usize = 4096;
+const CATCH_UP_MAX_BYTES: usize = 4 << 20;
 
 struct Entry {
     subscriber: Subscriber,
@@ -59,7 +65,15 @@ impl Entry {
     fn send(&mut self, offset: Option<u64>, frame: &Frame) -> bool {
         match &mut self.catching_up {
             Some(buffer) => {
+                buffer.bytes += frame.len();
                 buffer.frames.push((offset, frame.clone()));
+                // A history read that takes long while the room floods must not
+                // queue without bound: such a subscriber is a slow consumer.
+                if buffer.frames.len() > CATCH_UP_MAX_FRAMES || buffer.bytes > CATCH_UP_MAX_BYTES {
+                    buffer.frames.clear();
+                    self.subscriber.outbox.stop();
+                    return false;
+                }
                 true
             }
             None => self.subscriber.outbox.push(frame.clone()).is_ok(),
