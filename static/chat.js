@@ -401,18 +401,20 @@ function subscribeInbox() {
   room.on('open', (err) => {
     if (err) notice(`Your inbox is unavailable: ${err.message}`, 'error');
   });
-  room.on('history_message', onNotice);
-  room.on('message', onNotice);
+  room.on('history_message', (msg) => onNotice(msg, true));
+  room.on('message', (msg) => onNotice(msg, false));
   state.inbox = room;
 }
 
 /** A notice in our inbox: someone wrote to us in a conversation. */
-function onNotice(msg) {
+function onNotice(msg, fromHistory) {
   const from = msg.user;
   // Only the frame says who wrote it; the room follows from that, whatever the body says.
   if (typeof from !== 'string' || !USERNAME_RE.test(from) || from === state.me.user) return;
   if (!msg.data || msg.data.type !== 'conversation') return;
-  ensureDm(from);
+  // A live notice is news: what the conversation's history holds is unread.
+  const conv = ensureDm(from);
+  if (!fromHistory && !conv.entries.length) conv.historyIsNew = true;
 }
 
 /* ------------------------------------------- conversation list (cache) */
@@ -523,6 +525,7 @@ function newConversation(key, kind, room, peer) {
     ids: new Set(), // message ids shown, to drop recovery overlaps
     cids: new Set(), // sender/cid pairs shown, to drop retried duplicates
     noticeSent: false, // the peer's inbox knows about this conversation
+    historyIsNew: false, // opened by a live notice: its history counts as unread
   };
 }
 
@@ -595,7 +598,7 @@ function pushEntry(conv, entry) {
   if (conv.entries.length > MAX_KEPT) conv.entries.splice(0, conv.entries.length - MAX_KEPT);
   const visible = state.entered && conv.key === state.active;
   if (visible) appendEntry(conv, entry);
-  else if (entry.kind === 'msg' && !entry.own && !entry.history) conv.unread++;
+  else if (entry.kind === 'msg' && !entry.own && (!entry.history || conv.historyIsNew)) conv.unread++;
   if (!visible) renderConversations();
   updateTitle();
 }
