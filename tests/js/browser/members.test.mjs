@@ -256,7 +256,7 @@ describe('a refused message', { timeout: 60_000 }, () => {
   });
 
   it('is marked failed with the server\'s reason, and Retry sends it', async () => {
-    const dave = await registerMember(browser, server.url, { user: 'dave' });
+    const dave = await registerMember(browser, server.url, { user: 'dave' }, { viewport: { width: 1366, height: 768 } });
     // Five messages in one task: they reach the server together, well within a second.
     await dave.page.evaluate(() => {
       const input = document.getElementById('message-input');
