@@ -1,34 +1,68 @@
-// The Rookery chat page: a public observable room with who's online, plus
-// private conversations. Uses only the Scaledrone API from /rookery.js.
+// The Rookery chat page: the public observable room with who's online, and,
+// for members, private conversations that belong to users (PROTOCOL.md §11).
+// Uses only the Scaledrone API from /rookery.js plus the account endpoints
+// (./chat-account.js). Everything is rendered as text (./chat-dom.js).
 //
-// Safety rule for this file: names and messages come from other people, so
-// they only ever reach the DOM through textContent / attributes set by
-// property, never through innerHTML.
+// Rooms and payloads the page uses (the `chat` policy, policies/chat.toml):
+//
+//   observable-room   the public room; presence groups connections by
+//                     `authData.user` (members) or client id (guests).
+//   dm-<a>-<b>        a conversation between users a < b (byte order), with
+//                     history: messages to an offline user wait there.
+//   inbox-<user>      notices for that user. When you first write in a
+//                     conversation (no message of yours in its history), the
+//                     page publishes {"type":"conversation","room":"dm-a-b",
+//                     "from":"<you>"} to the other user's inbox. Your own inbox
+//                     (history 100) therefore lists every conversation the other
+//                     side has written in; after a reload the page reopens them
+//                     all, plus those cached in localStorage for this username
+//                     (a cache for conversations nobody has answered yet; the
+//                     server stays the truth). Only the frame's `user` is
+//                     trusted: the room is derived from it, never from the body.
+//
+//   message body      {"text":"…","cid":"<random>"}. `cid` matches the echo of
+//                     a message to the entry we showed while sending, and lets
+//                     receivers drop a retried duplicate. Who wrote a message
+//                     comes only from the frame's `user` / `client_id`.
+
+import { h, safeColor, dot, badge, shortId, textOf, formatTime, nowSeconds, decodeTokenData, newCid, GREY } from './chat-dom.js';
+import * as account from './chat-account.js';
 
 const PUBLIC_ROOM = 'observable-room';
-const PRIVATE_PREFIX = 'private-room-';
 const PUBLIC_KEY = 'public';
-const HISTORY_COUNT = 50;
+const HISTORY_COUNT = 100; // the policy's allowance for every room the page reads
 const MAX_KEPT = 500; // messages kept per conversation
 const GROUP_WINDOW_S = 300; // consecutive messages within this merge under one header
 const NEAR_BOTTOM_PX = 48;
-const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
+const USERNAME_RE = /^[a-z0-9_]{3,32}$/;
+const FLASH_KEY = 'rookery.chat.flash';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'),
   statusText: $('status-text'),
+  account: $('account'),
+  accountName: $('account-name'),
+  logout: $('logout-button'),
   loginView: $('login-view'),
+  tabs: [...document.querySelectorAll('[role="tab"]')],
   loginForm: $('login-form'),
-  nameInput: $('name-input'),
-  joinButton: $('join-button'),
   loginError: $('login-error'),
+  registerForm: $('register-form'),
+  registerError: $('register-error'),
+  guestForm: $('guest-form'),
+  nameInput: $('name-input'),
+  guestError: $('guest-error'),
   chatView: $('chat-view'),
   sidebar: $('sidebar'),
   peopleToggle: $('people-toggle'),
   peopleUnread: $('people-unread'),
   conversations: $('conversations'),
+  newConvForm: $('new-conv-form'),
+  newConvInput: $('new-conv-input'),
+  newConvError: $('new-conv-error'),
   members: $('members'),
+  membersHint: $('members-hint'),
   memberCount: $('member-count'),
   convTitle: $('conv-title'),
   convSubtitle: $('conv-subtitle'),
@@ -36,98 +70,65 @@ const ui = {
   jump: $('jump'),
   composer: $('composer'),
   input: $('message-input'),
-  send: $('send-button'),
 };
 
 const state = {
   drone: null,
   entered: false, // the chat view is showing
-  me: { id: null, name: '', color: '#6b7280' },
+  live: false, // authenticated on the current connection: publishes go out now
+  me: { user: null, name: '', color: GREY, id: null },
   myIds: new Set(), // every client id this tab had (it changes on reconnect)
-  members: new Map(), // id -> {id, name, color}, current public-room members
-  names: new Map(), // id -> {name, color}; outlives members, for history and old conversations
-  convs: new Map(), // key -> conversation
-  peerConv: new Map(), // peer client id -> conversation key
+  presence: new Map(), // client id -> {id, user, name, color}: public-room connections
+  names: new Map(), // username -> {name, color}, learned from presence
+  guestNames: new Map(), // client id -> {name, color}; outlives presence, for history
+  convs: new Map(), // key -> conversation ('public' or the dm room name)
   active: PUBLIC_KEY,
-  privateRoom: null,
-  nextConv: 1,
+  inbox: null,
 };
 
-/* ------------------------------------------------------------ helpers */
+/* ------------------------------------------------------------ identity */
 
-/** Creates an element; `text` goes in via textContent, never as markup. */
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === 'text') node.textContent = value;
-    else if (key === 'class') node.className = value;
-    else if (key === 'dataset') Object.assign(node.dataset, value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (key in node && typeof value !== 'string') node[key] = value;
-    else node.setAttribute(key, value === true ? '' : value);
+const isMember = () => state.me.user !== null;
+
+/** The dm room of two users: `dm-<a>-<b>` with a < b in byte order. */
+function dmRoom(a, b) {
+  return a < b ? `dm-${a}-${b}` : `dm-${b}-${a}`;
+}
+
+/** A presence entry as the page keeps it, from {id, authData, clientData}. */
+function toPresence(raw) {
+  const data = (raw && raw.authData) || {};
+  const user = typeof data.user === 'string' && USERNAME_RE.test(data.user) ? data.user : null;
+  const name = typeof data.name === 'string' && data.name ? data.name : (user || `guest ${shortId(raw.id)}`);
+  return { id: raw.id, user, name, color: safeColor(data.color) };
+}
+
+/** Display name and colour of a member by username. */
+function userIdentity(user) {
+  return state.names.get(user) || { name: user, color: GREY };
+}
+
+/** Who sent a message, from the frame alone: its `user`, else its `client_id`. */
+function sender(msg) {
+  if (typeof msg.user === 'string') {
+    const who = userIdentity(msg.user);
+    return { user: msg.user, clientId: msg.clientId, name: who.name, color: who.color };
   }
-  for (const child of children) if (child) node.append(child);
-  return node;
+  const live = msg.member ? toPresence(msg.member) : state.presence.get(msg.clientId);
+  const who = live || state.guestNames.get(msg.clientId)
+    || { name: msg.clientId ? `guest ${shortId(msg.clientId)}` : 'server', color: GREY };
+  return { user: null, clientId: msg.clientId, name: who.name, color: who.color };
 }
 
-function safeColor(color) {
-  return typeof color === 'string' && COLOR_RE.test(color) ? color : '#6b7280';
+function isOwn(msg) {
+  if (isMember()) return msg.user === state.me.user;
+  return typeof msg.user !== 'string' && state.myIds.has(msg.clientId);
 }
 
-function shortId(id) {
-  return id ? String(id).split(':').pop().slice(0, 6) : 'server';
-}
-
-/** Display identity for a client id from the best source we have. */
-function identity(id, fallback) {
-  const known = state.members.get(id) || state.names.get(id);
-  if (known) return known;
-  if (fallback && typeof fallback.name === 'string' && fallback.name) {
-    return { name: fallback.name, color: safeColor(fallback.color) };
-  }
-  return { name: id ? `guest ${shortId(id)}` : 'server', color: '#6b7280' };
-}
-
-/** A member as the page keeps it, from {id, authData, clientData}. */
-function toMember(raw) {
-  const data = (raw && (raw.authData || raw.clientData)) || {};
-  const name = typeof data.name === 'string' && data.name ? data.name : `guest ${shortId(raw.id)}`;
-  return { id: raw.id, name, color: safeColor(data.color) };
-}
-
-/** Message text from any payload: our {text}, a plain string, or other JSON. */
-function textOf(data) {
-  if (typeof data === 'string') return data;
-  if (data && typeof data.text === 'string') return data.text;
-  try {
-    return JSON.stringify(data);
-  } catch {
-    return String(data);
-  }
-}
-
-function formatTime(tsSeconds) {
-  const d = new Date(tsSeconds * 1000);
-  return {
-    short: d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }),
-    full: d.toLocaleString(),
-    iso: d.toISOString(),
-  };
-}
-
-function nowSeconds() {
-  return Math.floor(Date.now() / 1000);
-}
-
-function decodeTokenData(jwt) {
-  try {
-    const b64 = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    return JSON.parse(new TextDecoder().decode(bytes)).data || {};
-  } catch {
-    return {};
-  }
+/** Is any connection of `user` in the public room right now? */
+function userOnline(user) {
+  for (const p of state.presence.values()) if (p.user === user) return true;
+  return false;
 }
 
 /* ------------------------------------------------------ connection state */
@@ -143,142 +144,241 @@ const STATUS_TEXT = {
 function setStatus(kind) {
   ui.status.dataset.state = kind;
   ui.statusText.textContent = STATUS_TEXT[kind];
-  const live = kind === 'online';
-  ui.members.classList.toggle('stale', state.entered && !live);
+  ui.members.classList.toggle('stale', state.entered && kind !== 'online');
 }
 
-/* ------------------------------------------------------------- entering */
+/* ------------------------------------------------------------ login view */
 
-async function mintToken(clientId, name) {
-  const form = new FormData();
-  form.append('clientID', clientId);
-  if (name) form.append('name', name);
-  const res = await fetch('/auth', { method: 'POST', body: form });
-  const body = await res.text();
-  if (!res.ok) throw new Error(body.trim() || `Sign-in failed (HTTP ${res.status})`);
-  // Our own name and colour come from the token the server minted for us.
-  const data = decodeTokenData(body);
-  if (typeof data.name === 'string') {
-    state.me.name = data.name;
-    state.me.color = safeColor(data.color);
+function showLogin(tab = 'login', message = '') {
+  ui.loginView.hidden = false;
+  selectTab(tab, false);
+  const error = { login: ui.loginError, register: ui.registerError, guest: ui.guestError }[tab];
+  error.textContent = message;
+  setStatus(message ? 'offline' : 'idle');
+  focusFirst(panelOf(tab));
+}
+
+function panelOf(tab) {
+  return { login: ui.loginForm, register: ui.registerForm, guest: ui.guestForm }[tab];
+}
+
+function selectTab(tab, focusTab) {
+  for (const button of ui.tabs) {
+    const selected = button.id === `tab-${tab}`;
+    button.setAttribute('aria-selected', String(selected));
+    button.tabIndex = selected ? 0 : -1;
+    $(button.getAttribute('aria-controls')).hidden = !selected;
+    if (selected && focusTab) button.focus();
   }
-  return body;
 }
 
-function loginFailed(message) {
-  ui.loginError.textContent = message;
-  ui.joinButton.disabled = false;
-  ui.nameInput.disabled = false;
-  ui.nameInput.focus();
-  setStatus('offline');
+function focusFirst(form) {
+  form.querySelector('input')?.focus();
 }
 
-async function join(name) {
+/** Disables a form while its request runs; returns the function that re-enables it. */
+function busy(form) {
+  const controls = [...form.elements];
+  for (const c of controls) c.disabled = true;
+  return () => { for (const c of controls) c.disabled = false; };
+}
+
+/** Shows a form error and focuses the field it names (the server names it first). */
+function formError(form, errorNode, message) {
+  errorNode.textContent = message;
+  const field = [...form.querySelectorAll('input')].find((input) => message.toLowerCase().includes(input.name))
+    || form.querySelector('input');
+  field.setAttribute('aria-invalid', 'true');
+  field.focus();
+}
+
+function clearInvalid(form) {
+  for (const input of form.querySelectorAll('input')) input.removeAttribute('aria-invalid');
+}
+
+async function onLogin(event) {
+  event.preventDefault();
+  const form = ui.loginForm;
+  clearInvalid(form);
   ui.loginError.textContent = '';
-  ui.joinButton.disabled = true;
-  ui.nameInput.disabled = true;
+  const username = form.username.value.trim();
+  const password = form.password.value;
+  if (!username || !password) {
+    formError(form, ui.loginError, username ? 'Enter your password' : 'Enter your username');
+    return;
+  }
+  const done = busy(form);
+  try {
+    const me = await account.login(username, password);
+    done();
+    form.password.value = '';
+    startMember(me);
+  } catch (err) {
+    done();
+    const wait = err.retryAfter ? ` Try again in ${Math.ceil(err.retryAfter / 60)} min.` : '';
+    ui.loginError.textContent = err.message + wait;
+    form.password.select();
+    form.password.focus();
+  }
+}
+
+async function onRegister(event) {
+  event.preventDefault();
+  const form = ui.registerForm;
+  clearInvalid(form);
+  ui.registerError.textContent = '';
+  const username = form.username.value.trim().toLowerCase();
+  const password = form.password.value;
+  const name = form.name.value.trim();
+  const done = busy(form);
+  try {
+    const user = await account.register(username, password, name);
+    const me = await account.login(user, password);
+    done();
+    form.password.value = '';
+    startMember(me);
+  } catch (err) {
+    done();
+    formError(form, ui.registerError, err.message);
+  }
+}
+
+function onGuest(event) {
+  event.preventDefault();
+  if (state.drone && state.drone.state !== 'closed') return;
+  ui.guestError.textContent = '';
+  state.me = { user: null, name: '', color: GREY, id: null };
+  connect(ui.nameInput.value.trim());
+}
+
+/** Login and guest failures before the chat view showed. */
+function entryFailed(message) {
+  const guest = !isMember();
+  if (state.drone) state.drone.close();
+  state.drone = null;
+  for (const form of [ui.loginForm, ui.registerForm, ui.guestForm]) for (const c of form.elements) c.disabled = false;
+  showLogin(guest ? 'guest' : 'login', message);
+}
+
+/** The session ended under us (expired, logged out elsewhere): start over cleanly. */
+function sessionEnded() {
+  sessionStorage.setItem(FLASH_KEY, 'Your session has ended. Please log in again.');
+  if (state.drone) state.drone.close();
+  location.reload();
+}
+
+/* ------------------------------------------------------------- connecting */
+
+function startMember(me) {
+  state.me = { user: me.user, name: me.name || me.user, color: GREY, id: null };
+  connect(null);
+}
+
+async function connect(guestName) {
+  // The forms stay disabled (and, after a reload, hidden) until the room answers.
+  for (const form of [ui.loginForm, ui.registerForm, ui.guestForm]) for (const c of form.elements) c.disabled = true;
   setStatus('connecting');
 
   let channel;
   try {
-    const res = await fetch('/config.json');
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    channel = (await res.json()).channel;
+    channel = await account.channelId();
   } catch (err) {
-    loginFailed(`Could not load the chat configuration: ${err.message}`);
+    entryFailed(`Could not load the chat configuration: ${err.message}`);
     return;
   }
 
   const drone = new Scaledrone(channel, {
     // rookery.js calls this after every (re)connect and before the token
     // expires, so the page never handles tokens itself.
-    authenticate: (clientId) => mintToken(clientId, name),
+    authenticate: async (clientId) => {
+      const token = await account.mintToken(clientId, guestName);
+      const data = decodeTokenData(token);
+      if (isMember() && data.user !== state.me.user) {
+        // No session any more: /auth answered as for a guest.
+        sessionEnded();
+        throw new Error('Your session has ended');
+      }
+      if (typeof data.name === 'string') state.me.name = data.name;
+      state.me.color = safeColor(data.color);
+      return token;
+    },
   });
   state.drone = drone;
 
   drone.on('open', (err) => {
-    if (err) return loginFailed(`The server refused the connection: ${err.message}`);
-    ui.loginError.textContent = ''; // e.g. an earlier "could not connect, retrying"
+    if (err) return entryFailed(`The server refused the connection: ${err.message}`);
     adoptClientId(drone.clientId);
   });
+  drone.on('reconnect', () => adoptClientId(drone.clientId));
   drone.on('authenticate', (err) => {
-    if (!err) return;
-    if (!state.entered) {
-      // Most likely a name the server does not accept: say why, let the user retry.
-      drone.close();
-      loginFailed(err.message);
-    } else {
-      notice(`Could not renew your sign-in: ${err.message}`);
+    if (!err) {
+      state.live = true;
+      markQueuedSending();
+      return;
     }
+    if (err.cause?.status === 401 && isMember()) return sessionEnded();
+    if (!state.entered) entryFailed(err.message);
+    else notice(`Could not renew your sign-in: ${err.message}`, 'error');
   });
   // Refusals the server sent (err.frame) are labelled as such; the rest are
   // the client's own connection reports.
-  drone.on('error', (err) => notice(err.frame ? `The server refused: ${err.message}` : err.message, 'error'));
-  drone.on('disconnect', () => {
-    setStatus('reconnecting');
-    notice('Connection lost. Reconnecting…');
-    // Our private room is named after this connection's client id, which
-    // the next connection will not have; the new one is joined on reconnect.
-    if (state.privateRoom) {
-      drone.unsubscribe(state.privateRoom.name);
-      state.privateRoom = null;
+  drone.on('error', (err) => {
+    if (!state.entered && !err.frame) {
+      // Not connected yet (the server is unreachable): rookery.js keeps trying.
+      ui[isMember() ? 'loginError' : 'guestError'].textContent = err.message;
+      setStatus('reconnecting');
+      return;
     }
+    notice(err.frame ? `The server refused: ${err.message}` : err.message, 'error');
   });
-  drone.on('reconnect', () => adoptClientId(drone.clientId));
+  drone.on('disconnect', () => {
+    state.live = false;
+    setStatus('reconnecting');
+    notice('Connection lost. Reconnecting… Messages you write now are sent when you are back.');
+  });
   drone.on('close', () => {
+    state.live = false;
     if (state.drone !== drone) return;
     setStatus('offline');
-    if (state.entered) notice('You are offline. Reload the page to join again.');
+    if (state.entered) notice('You are offline. Reload the page to join again.', 'error');
   });
 
   const room = drone.subscribe(PUBLIC_ROOM, { historyCount: HISTORY_COUNT });
   room.on('open', (err) => {
-    if (err && !state.entered) {
-      drone.close();
-      loginFailed(`Could not join the room: ${err.message}`);
-    } else if (err) {
-      notice(`Could not rejoin the room: ${err.message}`, 'error');
-    }
+    if (err && !state.entered) entryFailed(`Could not join the room: ${err.message}`);
+    else if (err) notice(`Could not rejoin the room: ${err.message}`, 'error');
   });
   room.on('members', (list) => {
-    replaceMembers(list);
+    replacePresence(list);
     if (!state.entered) enterChat();
     setStatus('online');
   });
   room.on('member_join', (raw) => {
-    const member = addMember(raw);
-    if (!state.myIds.has(member.id)) systemLine(PUBLIC_KEY, `${member.name} joined`);
+    const before = personKeys();
+    addPresence(raw);
+    const p = state.presence.get(raw.id);
+    if (p && !before.has(personKey(p)) && !isMine(p)) systemLine(PUBLIC_KEY, `${p.name} joined`);
   });
   room.on('member_leave', (raw) => {
-    const member = state.members.get(raw.id) || toMember(raw);
-    removeMember(raw.id);
-    if (!state.myIds.has(member.id)) systemLine(PUBLIC_KEY, `${member.name} left`);
+    const p = state.presence.get(raw.id) || toPresence(raw);
+    removePresence(raw.id);
+    if (!personKeys().has(personKey(p)) && !isMine(p)) systemLine(PUBLIC_KEY, `${p.name} left`);
   });
-  room.on('history_message', (msg) => addPublicMessage(msg));
-  room.on('message', (msg) => addPublicMessage(msg));
+  room.on('history_message', (msg) => receive(publicConversation(), msg, true));
+  room.on('message', (msg) => receive(publicConversation(), msg, false));
   room.on('resume', ({ recovered }) => {
     if (recovered === false) notice('Some messages sent while you were away could not be recovered.');
   });
+
+  if (isMember()) {
+    subscribeInbox();
+    for (const peer of cachedPeers()) ensureDm(peer);
+  }
 }
 
 function adoptClientId(id) {
   state.me.id = id;
   state.myIds.add(id);
-  state.names.set(id, { name: state.me.name, color: state.me.color });
-  subscribePrivate();
-}
-
-function subscribePrivate() {
-  const drone = state.drone;
-  const name = PRIVATE_PREFIX + drone.clientId;
-  if (state.privateRoom && state.privateRoom.name === name) return;
-  if (state.privateRoom) drone.unsubscribe(state.privateRoom.name);
-  const room = drone.subscribe(name);
-  room.on('open', (err) => {
-    if (err) notice(`Private messages are unavailable: ${err.message}`, 'error');
-  });
-  room.on('message', addPrivateMessage);
-  state.privateRoom = room;
 }
 
 function enterChat() {
@@ -286,96 +386,211 @@ function enterChat() {
   ui.loginView.hidden = true;
   ui.chatView.hidden = false;
   ui.peopleToggle.hidden = false;
+  ui.account.hidden = false;
+  ui.accountName.textContent = isMember() ? `${state.me.name} (@${state.me.user})` : `${state.me.name} (guest)`;
+  ui.logout.textContent = isMember() ? 'Log out' : 'Leave';
+  ui.newConvForm.hidden = !isMember();
   renderAll();
   ui.input.focus();
 }
 
-/* -------------------------------------------------------------- members */
+/* ------------------------------------------------------------ the inbox */
 
-function replaceMembers(list) {
-  state.members.clear();
-  for (const raw of list) addMember(raw, false);
-  renderMembers();
-  refreshConversationPresence();
+function subscribeInbox() {
+  const room = state.drone.subscribe(`inbox-${state.me.user}`, { historyCount: HISTORY_COUNT });
+  room.on('open', (err) => {
+    if (err) notice(`Your inbox is unavailable: ${err.message}`, 'error');
+  });
+  room.on('history_message', (msg) => onNotice(msg, true));
+  room.on('message', (msg) => onNotice(msg, false));
+  state.inbox = room;
 }
 
-function addMember(raw, render = true) {
-  const member = toMember(raw);
-  state.members.set(member.id, member);
-  state.names.set(member.id, { name: member.name, color: member.color });
-  if (render) {
-    renderMembers();
-    refreshConversationPresence();
+/** A notice in our inbox: someone wrote to us in a conversation. */
+function onNotice(msg, fromHistory) {
+  const from = msg.user;
+  // Only the frame says who wrote it; the room follows from that, whatever the body says.
+  if (typeof from !== 'string' || !USERNAME_RE.test(from) || from === state.me.user) return;
+  if (!msg.data || msg.data.type !== 'conversation') return;
+  // A live notice is news: what the conversation's history holds is unread.
+  const conv = ensureDm(from);
+  if (!fromHistory && !conv.entries.length) conv.historyIsNew = true;
+}
+
+/* ------------------------------------------- conversation list (cache) */
+
+function cacheKey() {
+  return `rookery.chat.convs.${state.me.user}`;
+}
+
+function cachedPeers() {
+  try {
+    const list = JSON.parse(localStorage.getItem(cacheKey()) || '[]');
+    return Array.isArray(list) ? list.filter((p) => typeof p === 'string' && USERNAME_RE.test(p)) : [];
+  } catch {
+    return [];
   }
-  return member;
 }
 
-function removeMember(id) {
-  state.members.delete(id);
-  renderMembers();
-  refreshConversationPresence();
+function cachePeer(peer) {
+  const peers = cachedPeers();
+  if (peers.includes(peer)) return;
+  peers.push(peer);
+  try {
+    localStorage.setItem(cacheKey(), JSON.stringify(peers));
+  } catch {
+    // storage full or disabled: the inbox still restores answered conversations
+  }
 }
 
-/**
- * Keeps private conversations pointing at a live member. Client ids change
- * when someone reconnects, so a conversation whose peer went away follows a
- * member with the same display name who is online now (names are chosen by
- * users and may collide; this is a convenience, not an identity).
- */
-function refreshConversationPresence() {
+// Another tab of ours opened a conversation: open it here too.
+window.addEventListener('storage', (event) => {
+  if (!isMember() || !state.drone || event.key !== cacheKey()) return;
+  for (const peer of cachedPeers()) ensureDm(peer);
+});
+
+/* -------------------------------------------------------------- presence */
+
+const personKey = (p) => (p.user ? `u:${p.user}` : `c:${p.id}`);
+const isMine = (p) => (isMember() ? p.user === state.me.user : state.myIds.has(p.id));
+
+function personKeys() {
+  return new Set([...state.presence.values()].map(personKey));
+}
+
+function learn(p) {
+  if (p.user) state.names.set(p.user, { name: p.name, color: p.color });
+  else state.guestNames.set(p.id, { name: p.name, color: p.color });
+}
+
+function replacePresence(list) {
+  const before = onlineUsers();
+  state.presence.clear();
+  for (const raw of list) {
+    const p = toPresence(raw);
+    state.presence.set(p.id, p);
+    learn(p);
+  }
+  presenceChanged(before);
+}
+
+function addPresence(raw) {
+  const before = onlineUsers();
+  const p = toPresence(raw);
+  state.presence.set(p.id, p);
+  learn(p);
+  presenceChanged(before);
+}
+
+function removePresence(id) {
+  const before = onlineUsers();
+  state.presence.delete(id);
+  presenceChanged(before);
+}
+
+function onlineUsers() {
+  return new Set([...state.presence.values()].filter((p) => p.user).map((p) => p.user));
+}
+
+/** Tells each conversation whose partner came or went (their first tab / last tab). */
+function presenceChanged(before) {
+  const after = onlineUsers();
   for (const conv of state.convs.values()) {
     if (conv.kind !== 'dm') continue;
-    let online = state.members.has(conv.peerId);
-    if (!online) {
-      const successor = [...state.members.values()].find(
-        (m) => m.name === conv.title && !state.myIds.has(m.id) && !state.peerConv.has(m.id),
-      );
-      if (successor) {
-        state.peerConv.delete(conv.peerId);
-        conv.peerId = successor.id;
-        state.peerConv.set(successor.id, conv.key);
-        online = true;
-      }
-    }
-    if (conv.online !== online) {
-      conv.online = online;
-      systemLine(conv.key, online ? `${conv.title} is back online` : `${conv.title} went offline`);
+    const was = before.has(conv.peer);
+    const is = after.has(conv.peer);
+    if (was !== is && state.entered) {
+      systemLine(conv.key, is ? `${peerName(conv)} is online` : `${peerName(conv)} went offline`);
     }
   }
+  renderMembers();
   renderConversations();
-  if (state.convs.get(state.active)?.kind === 'dm') renderHeader();
+  if (state.entered) renderHeader();
 }
 
 /* -------------------------------------------------------- conversations */
 
-function conversation(key) {
-  return state.convs.get(key);
-}
-
-function ensurePublicConversation() {
+function publicConversation() {
   if (!state.convs.has(PUBLIC_KEY)) {
-    state.convs.set(PUBLIC_KEY, { key: PUBLIC_KEY, kind: 'public', title: '# public', entries: [], unread: 0, online: true });
+    state.convs.set(PUBLIC_KEY, newConversation(PUBLIC_KEY, 'public', PUBLIC_ROOM, null));
   }
   return state.convs.get(PUBLIC_KEY);
 }
 
-function conversationWith(peerId, fallback) {
-  const existing = state.peerConv.get(peerId);
-  if (existing) return conversation(existing);
-  const who = identity(peerId, fallback);
-  const conv = {
-    key: `dm${state.nextConv++}`,
-    kind: 'dm',
-    peerId,
-    title: who.name,
-    color: who.color,
+function newConversation(key, kind, room, peer) {
+  return {
+    key, kind, room, peer,
     entries: [],
     unread: 0,
-    online: state.members.has(peerId),
+    ids: new Set(), // message ids shown, to drop recovery overlaps
+    cids: new Set(), // sender/cid pairs shown, to drop retried duplicates
+    noticeSent: false, // the peer's inbox knows about this conversation
+    historyIsNew: false, // opened by a live notice: its history counts as unread
   };
-  state.convs.set(conv.key, conv);
-  state.peerConv.set(peerId, conv.key);
+}
+
+function peerName(conv) {
+  return userIdentity(conv.peer).name;
+}
+
+/** The conversation with `peer`, subscribing to its room the first time. */
+function ensureDm(peer) {
+  const room = dmRoom(state.me.user, peer);
+  const existing = state.convs.get(room);
+  if (existing) return existing;
+  const conv = newConversation(room, 'dm', room, peer);
+  state.convs.set(room, conv);
+  cachePeer(peer);
+  const sub = state.drone.subscribe(room, { historyCount: HISTORY_COUNT });
+  sub.on('open', (err) => {
+    if (err) systemLine(room, `This conversation is unavailable: ${err.message}`, 'error');
+  });
+  sub.on('history_message', (msg) => receive(conv, msg, true));
+  sub.on('message', (msg) => receive(conv, msg, false));
+  renderConversations();
   return conv;
+}
+
+/** A delivered or stored message in a conversation. */
+function receive(conv, msg, fromHistory) {
+  if (msg.id) {
+    if (conv.ids.has(msg.id)) return;
+    conv.ids.add(msg.id);
+  }
+  const own = isOwn(msg);
+  if (own) conv.noticeSent = true; // we wrote here before, so we told the peer then
+  const cid = msg.data && typeof msg.data.cid === 'string' ? msg.data.cid : null;
+  const who = sender(msg);
+  const dedupe = cid ? `${who.user || who.clientId}/${cid}` : null;
+  if (own && cid) {
+    // The echo of something this tab sent: it is on the server now.
+    const pending = conv.entries.find((e) => e.cid === cid && e.status);
+    if (pending) {
+      pending.id = msg.id;
+      pending.ts = msg.timestamp || pending.ts;
+      pending.status = 'sent';
+      conv.cids.add(dedupe);
+      updateEntry(conv, pending);
+      return;
+    }
+  }
+  if (dedupe) {
+    if (conv.cids.has(dedupe)) return;
+    conv.cids.add(dedupe);
+  }
+  pushEntry(conv, {
+    kind: 'msg',
+    id: msg.id,
+    user: who.user,
+    from: who.user ? `u:${who.user}` : `c:${who.clientId}`,
+    name: who.name,
+    color: who.color,
+    text: textOf(msg.data),
+    ts: msg.timestamp || nowSeconds(),
+    own,
+    history: fromHistory,
+    cid,
+  });
 }
 
 function pushEntry(conv, entry) {
@@ -383,64 +598,49 @@ function pushEntry(conv, entry) {
   if (conv.entries.length > MAX_KEPT) conv.entries.splice(0, conv.entries.length - MAX_KEPT);
   const visible = state.entered && conv.key === state.active;
   if (visible) appendEntry(conv, entry);
-  else if (entry.kind === 'msg' && !entry.own && !entry.history) conv.unread++;
+  else if (entry.kind === 'msg' && !entry.own && (!entry.history || conv.historyIsNew)) conv.unread++;
   if (!visible) renderConversations();
   updateTitle();
 }
 
-/** The conversation entry for a delivered or historical message. */
-function messageEntry(msg, who, own) {
-  return {
-    kind: 'msg',
-    id: msg.id,
-    from: msg.clientId,
-    name: who.name,
-    color: who.color,
-    text: textOf(msg.data),
-    ts: msg.timestamp || nowSeconds(),
-    own,
-    history: msg.index !== undefined,
-  };
-}
-
-function addPublicMessage(msg) {
-  const conv = ensurePublicConversation();
-  const payload = msg.data && typeof msg.data === 'object' ? msg.data : null;
-  const member = msg.member ? toMember(msg.member) : null;
-  const who = member || identity(msg.clientId, payload);
-  if (msg.clientId && !state.names.has(msg.clientId)) state.names.set(msg.clientId, who);
-  pushEntry(conv, messageEntry(msg, who, state.myIds.has(msg.clientId)));
-}
-
-function addPrivateMessage(msg) {
-  const payload = msg.data && typeof msg.data === 'object' ? msg.data : null;
-  const conv = conversationWith(msg.clientId, payload);
-  pushEntry(conv, messageEntry(msg, identity(msg.clientId, payload), false));
-}
-
 function systemLine(key, text, tone) {
-  const conv = key === PUBLIC_KEY ? ensurePublicConversation() : conversation(key);
+  const conv = state.convs.get(key);
   if (!conv) return;
   pushEntry(conv, { kind: 'sys', text, ts: nowSeconds(), tone });
 }
 
 /** A line in whatever conversation the reader is looking at. */
 function notice(text, tone) {
-  if (!state.entered) {
-    if (tone === 'error') ui.loginError.textContent = text;
-    return;
-  }
+  if (!state.entered) return;
   systemLine(state.active, text, tone);
 }
 
-function openConversation(key) {
-  const conv = conversation(key);
+function openConversation(key, { focus = true } = {}) {
+  const conv = state.convs.get(key);
   if (!conv) return;
   state.active = key;
   conv.unread = 0;
   renderAll();
   closeDrawer();
-  ui.input.focus();
+  if (focus) ui.input.focus();
+}
+
+function onNewConversation(event) {
+  event.preventDefault();
+  const peer = ui.newConvInput.value.trim().replace(/^@/, '').toLowerCase();
+  ui.newConvError.textContent = '';
+  if (!USERNAME_RE.test(peer)) {
+    ui.newConvError.textContent = 'A username is 3 to 32 characters of a–z, 0–9 and _.';
+    ui.newConvInput.focus();
+    return;
+  }
+  if (peer === state.me.user) {
+    ui.newConvError.textContent = 'That is you.';
+    ui.newConvInput.focus();
+    return;
+  }
+  ui.newConvInput.value = '';
+  openConversation(ensureDm(peer).key);
 }
 
 /* ---------------------------------------------------------------- send */
@@ -448,37 +648,74 @@ function openConversation(key) {
 function sendMessage() {
   const text = ui.input.value.trim();
   if (!text) return; // empty messages are not sent
-  const conv = conversation(state.active);
-  const drone = state.drone;
-  if (!conv || !drone) return;
-  const message = { text, name: state.me.name, color: state.me.color };
-
-  if (conv.kind === 'public') {
-    // The server echoes public messages to us; they are shown then, so
-    // everyone sees the same order.
-    drone.publish({ room: PUBLIC_ROOM, message }, (err) => {
-      if (err) systemLine(PUBLIC_KEY, `Not sent: ${err.message}`, 'error');
-    });
-  } else {
-    if (!conv.online) {
-      systemLine(conv.key, `${conv.title} is offline; the message was not sent.`, 'error');
-      return;
-    }
-    // We cannot read the recipient's room, so our own copy is kept here.
-    const entry = {
-      kind: 'msg', from: state.me.id, name: state.me.name, color: state.me.color,
-      text, ts: nowSeconds(), own: true,
-    };
-    pushEntry(conv, entry);
-    drone.publish({ room: PRIVATE_PREFIX + conv.peerId, message }, (err) => {
-      if (!err) return;
-      entry.failed = true;
-      if (state.active === conv.key) renderMessages();
-      systemLine(conv.key, `Not delivered: ${err.message}`, 'error');
-    });
-  }
+  const conv = state.convs.get(state.active);
+  if (!conv || !state.drone) return;
+  const entry = {
+    kind: 'msg',
+    user: state.me.user,
+    from: isMember() ? `u:${state.me.user}` : `c:${state.me.id}`,
+    name: state.me.name,
+    color: state.me.color,
+    text,
+    ts: nowSeconds(),
+    own: true,
+    cid: newCid(),
+    status: 'sending',
+    // Said once, when it matters: the partner is not there to read it now.
+    later: conv.kind === 'dm' && !userOnline(conv.peer),
+  };
+  conv.cids.add(`${state.me.user || state.me.id}/${entry.cid}`);
+  publishEntry(conv, entry);
+  pushEntry(conv, entry);
   ui.input.value = '';
   autosize();
+}
+
+/** Publishes (or re-publishes) one of our entries and tracks its state. */
+function publishEntry(conv, entry) {
+  const drone = state.drone;
+  entry.status = state.live ? 'sending' : 'queued';
+  entry.error = undefined;
+  if (conv.kind === 'dm' && !conv.noticeSent) {
+    // First words of ours here: tell the partner's inbox, so the conversation
+    // shows up in all their tabs now and after every reload (theirs and ours,
+    // once they answer). Published before the message, so it arrives first.
+    conv.noticeSent = true;
+    const notice = { type: 'conversation', room: conv.room, from: state.me.user };
+    drone.publish({ room: `inbox-${conv.peer}`, message: notice }, (err) => {
+      if (err) conv.noticeSent = false;
+    });
+  }
+  // rookery.js keeps publishes made while offline and sends them, in order,
+  // once it is connected and authenticated again; the callback says how it went.
+  drone.publish({ room: conv.room, message: { text: entry.text, cid: entry.cid } }, (err) => {
+    if (entry.status === 'sent') return; // the echo was faster
+    if (err) {
+      entry.status = 'failed';
+      entry.error = err.message;
+    } else {
+      entry.status = 'sent';
+    }
+    updateEntry(conv, entry);
+  });
+}
+
+function retry(conv, entry) {
+  publishEntry(conv, entry);
+  updateEntry(conv, entry);
+  ui.input.focus();
+}
+
+/** After reconnecting, queued messages go out: say so. */
+function markQueuedSending() {
+  for (const conv of state.convs.values()) {
+    for (const entry of conv.entries) {
+      if (entry.status === 'queued') {
+        entry.status = 'sending';
+        updateEntry(conv, entry);
+      }
+    }
+  }
 }
 
 /* ------------------------------------------------------------ rendering */
@@ -492,44 +729,42 @@ function renderAll() {
 }
 
 function renderHeader() {
-  const conv = conversation(state.active) || ensurePublicConversation();
-  ui.convTitle.textContent = conv.title;
+  const conv = state.convs.get(state.active) || publicConversation();
   if (conv.kind === 'public') {
+    ui.convTitle.textContent = '# public';
     ui.convSubtitle.textContent = 'Everyone online can read this';
-  } else {
-    ui.convSubtitle.textContent = conv.online ? 'Private conversation' : 'Private conversation · offline';
+    ui.input.placeholder = 'Message everyone…';
+    return;
   }
-  ui.input.placeholder = conv.kind === 'public' ? 'Message everyone…' : `Message ${conv.title}…`;
-}
-
-function dot(color, extra = '') {
-  const node = h('span', { class: `dot ${extra}`.trim(), 'aria-hidden': 'true' });
-  node.style.setProperty('--c', safeColor(color));
-  return node;
-}
-
-function badge(count, label) {
-  if (!count) return null;
-  return h('span', { class: 'badge', text: count > 99 ? '99+' : String(count), title: label });
+  const name = peerName(conv);
+  ui.convTitle.textContent = name;
+  ui.convSubtitle.textContent = userOnline(conv.peer)
+    ? `@${conv.peer} · online · private conversation`
+    : `@${conv.peer} · offline · messages are delivered when ${name} is back`;
+  ui.input.placeholder = `Message ${name}…`;
 }
 
 function renderConversations() {
   const items = [];
   for (const conv of state.convs.values()) {
     const current = conv.key === state.active;
-    const label = conv.kind === 'public' ? 'public room' : `conversation with ${conv.title}`;
+    const isPublic = conv.kind === 'public';
+    const name = isPublic ? 'public' : peerName(conv);
+    const online = isPublic || userOnline(conv.peer);
+    const label = isPublic ? 'public room' : `conversation with ${name} (@${conv.peer}), ${online ? 'online' : 'offline'}`;
     const button = h('button', {
       type: 'button',
       class: 'conv-button',
       'aria-current': current ? 'true' : undefined,
       'aria-label': conv.unread ? `${label}, ${conv.unread} unread` : label,
-      dataset: { key: conv.key },
+      dataset: { key: conv.key, room: conv.room },
       onclick: () => openConversation(conv.key),
     },
-    conv.kind === 'public' ? h('span', { class: 'hash', text: '#', 'aria-hidden': 'true' }) : dot(conv.color, conv.online ? '' : 'off'),
-    h('span', { class: 'label', text: conv.kind === 'public' ? 'public' : conv.title }),
+    isPublic ? h('span', { class: 'hash', text: '#', 'aria-hidden': 'true' }) : dot(userIdentity(conv.peer).color, !online),
+    h('span', { class: 'label', text: name }),
+    isPublic ? null : h('span', { class: 'handle', text: `@${conv.peer}`, 'aria-hidden': 'true' }),
     badge(conv.unread, `${conv.unread} unread`));
-    items.push(h('li', { class: conv.kind === 'dm' && !conv.online ? 'offline' : undefined }, button));
+    items.push(h('li', { class: online ? undefined : 'offline' }, button));
   }
   ui.conversations.replaceChildren(...items);
   const unreadTotal = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
@@ -537,28 +772,47 @@ function renderConversations() {
   ui.peopleUnread.textContent = String(unreadTotal);
 }
 
-function renderMembers() {
-  const members = [...state.members.values()].sort((a, b) => {
-    const am = state.myIds.has(a.id);
-    const bm = state.myIds.has(b.id);
-    if (am !== bm) return am ? -1 : 1;
-    return a.name.localeCompare(b.name);
+/** One entry per person: a member's tabs together, each guest connection alone. */
+function people() {
+  const byKey = new Map();
+  for (const p of state.presence.values()) {
+    const key = personKey(p);
+    const person = byKey.get(key);
+    if (person) person.tabs++;
+    else byKey.set(key, { key, user: p.user, id: p.id, name: p.name, color: p.color, tabs: 1, mine: isMine(p) });
+  }
+  return [...byKey.values()].sort((a, b) => {
+    if (a.mine !== b.mine) return a.mine ? -1 : 1;
+    return a.name.localeCompare(b.name) || (a.user || '').localeCompare(b.user || '');
   });
-  ui.memberCount.textContent = String(members.length);
-  ui.members.replaceChildren(...members.map((m) => {
-    const mine = state.myIds.has(m.id);
-    const content = [dot(m.color), h('span', { class: 'name', text: m.name })];
-    if (mine) {
-      content.push(h('span', { class: 'you', text: 'you' }));
-      return h('li', { class: 'member me', dataset: { id: m.id } }, h('div', { class: 'member-row' }, ...content));
+}
+
+function renderMembers() {
+  const list = people();
+  ui.memberCount.textContent = String(list.length);
+  ui.membersHint.textContent = isMember()
+    ? 'Choose a member to message them privately. Guests have no private conversations.'
+    : 'Private conversations are for members: log in or create an account to message someone privately.';
+  ui.members.replaceChildren(...list.map((person) => {
+    const content = [dot(person.color), h('span', { class: 'name', text: person.name })];
+    if (person.user) content.push(h('span', { class: 'handle', text: `@${person.user}` }));
+    if (person.tabs > 1) content.push(h('span', { class: 'tag', text: `${person.tabs} tabs` }));
+    if (person.mine) content.push(h('span', { class: 'you', text: 'you' }));
+    else if (!person.user) content.push(h('span', { class: 'tag', text: 'guest' }));
+    const dataset = { user: person.user || '', id: person.id };
+    const classes = ['member'];
+    if (person.mine) classes.push('me');
+    if (!person.user) classes.push('guest');
+    if (!person.mine && person.user && isMember()) {
+      const button = h('button', {
+        type: 'button',
+        class: 'member-row',
+        'aria-label': `Message ${person.name} (@${person.user}) privately`,
+        onclick: () => openConversation(ensureDm(person.user).key),
+      }, ...content);
+      return h('li', { class: classes.join(' '), dataset }, button);
     }
-    const button = h('button', {
-      type: 'button',
-      class: 'member-row',
-      'aria-label': `Message ${m.name} privately`,
-      onclick: () => openConversation(conversationWith(m.id, m).key),
-    }, ...content);
-    return h('li', { class: 'member', dataset: { id: m.id } }, button);
+    return h('li', { class: classes.join(' '), dataset }, h('div', { class: 'member-row' }, ...content));
   }));
 }
 
@@ -573,15 +827,17 @@ function scrollToBottom() {
 }
 
 function renderMessages() {
-  const conv = conversation(state.active) || ensurePublicConversation();
+  const conv = state.convs.get(state.active) || publicConversation();
   const nodes = [];
   let prev = null;
   for (const entry of conv.entries) {
-    nodes.push(entryNode(entry, prev));
+    nodes.push(entryNode(conv, entry, prev));
     prev = entry;
   }
   if (!nodes.length) {
-    const empty = conv.kind === 'public' ? 'No messages yet. Say hello!' : `This is the start of your conversation with ${conv.title}.`;
+    const empty = conv.kind === 'public'
+      ? 'No messages yet. Say hello!'
+      : `This is the start of your conversation with ${peerName(conv)} (@${conv.peer}).`;
     nodes.push(h('li', { class: 'empty', text: empty }));
   }
   ui.messages.replaceChildren(...nodes);
@@ -592,14 +848,50 @@ function appendEntry(conv, entry) {
   const follow = isNearBottom() || entry.own;
   ui.messages.querySelector('.empty')?.remove();
   const prev = conv.entries.length > 1 ? conv.entries[conv.entries.length - 2] : null;
-  ui.messages.append(entryNode(entry, prev));
+  ui.messages.append(entryNode(conv, entry, prev));
   // Keep the DOM in step with the kept entries.
   while (ui.messages.childElementCount > MAX_KEPT) ui.messages.firstElementChild.remove();
   if (follow) scrollToBottom();
   else if (entry.kind === 'msg') ui.jump.hidden = false;
 }
 
-function entryNode(entry, prev) {
+/** Redraws one of our entries whose state changed, if it is on screen. */
+function updateEntry(conv, entry) {
+  if (!state.entered || conv.key !== state.active) return;
+  const index = conv.entries.indexOf(entry);
+  if (index < 0) return;
+  const node = [...ui.messages.children].find((li) => li.dataset.cid === entry.cid);
+  if (!node) return;
+  const hadFocus = node.contains(document.activeElement);
+  const fresh = entryNode(conv, entry, conv.entries[index - 1] || null);
+  node.replaceWith(fresh);
+  if (hadFocus) fresh.querySelector('button')?.focus();
+}
+
+function statusLine(conv, entry) {
+  if (!entry.status) return null;
+  const peer = conv.kind === 'dm' ? peerName(conv) : '';
+  const later = entry.later ? ` · delivered when ${peer} is back` : '';
+  const text = {
+    queued: 'Queued · sends when you are back online',
+    sending: 'Sending…',
+    sent: `Sent${later}`,
+    failed: `Not sent${entry.error ? `: ${entry.error}` : ''}`,
+  }[entry.status];
+  const line = h('p', { class: 'state', text });
+  if (entry.status === 'failed') {
+    line.append(' ', h('button', {
+      type: 'button',
+      class: 'retry',
+      text: 'Retry',
+      'aria-label': `Retry sending “${entry.text.slice(0, 40)}”`,
+      onclick: () => retry(conv, entry),
+    }));
+  }
+  return line;
+}
+
+function entryNode(conv, entry, prev) {
   const time = formatTime(entry.ts);
   const timeNode = h('time', { datetime: time.iso, title: time.full, text: time.short });
   if (entry.kind === 'sys') {
@@ -610,16 +902,21 @@ function entryNode(entry, prev) {
   const classes = ['msg'];
   if (entry.own) classes.push('own');
   if (grouped) classes.push('cont');
-  if (entry.failed) classes.push('failed');
+  if (entry.status === 'failed') classes.push('failed');
+  if (entry.status === 'queued' || entry.status === 'sending') classes.push('pending');
   const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true', text: (entry.name || '?').trim().charAt(0).toUpperCase() || '?' });
   avatar.style.setProperty('--c', safeColor(entry.color));
   const author = h('span', { class: 'author', text: entry.own ? 'You' : entry.name });
   author.style.setProperty('--c', safeColor(entry.color));
+  const handle = entry.user && !entry.own ? h('span', { class: 'handle', text: `@${entry.user}` }) : null;
   const body = h('div', { class: 'bubble' },
-    h('div', { class: 'meta' }, author, timeNode),
+    h('div', { class: 'meta' }, author, handle, timeNode),
     h('p', { class: 'text', text: entry.text }),
-    entry.failed ? h('span', { class: 'failed-note', text: 'not delivered' }) : null);
-  return h('li', { class: classes.join(' '), dataset: { from: entry.from || '' } }, avatar, body);
+    entry.own ? statusLine(conv, entry) : null);
+  return h('li', {
+    class: classes.join(' '),
+    dataset: { from: entry.from || '', cid: entry.cid || '', status: entry.status || '' },
+  }, avatar, body);
 }
 
 function updateTitle() {
@@ -648,17 +945,48 @@ function autosize() {
   ui.input.style.height = `${Math.min(ui.input.scrollHeight, 160)}px`;
 }
 
-ui.loginForm.addEventListener('submit', (event) => {
-  event.preventDefault();
-  if (state.drone && state.drone.state !== 'closed') return;
-  join(ui.nameInput.value.trim());
+async function onLogout() {
+  ui.logout.disabled = true;
+  if (isMember()) {
+    try {
+      await account.logout();
+    } catch (err) {
+      ui.logout.disabled = false;
+      notice(`Could not log out: ${err.message}`, 'error');
+      return;
+    }
+    // This device no longer remembers whom you talked to.
+    try { localStorage.removeItem(cacheKey()); } catch { /* storage disabled */ }
+  }
+  if (state.drone) state.drone.close();
+  state.drone = null;
+  location.reload();
+}
+
+ui.tabs.forEach((tab, i) => {
+  tab.addEventListener('click', () => {
+    selectTab(tab.id.slice(4), false);
+    focusFirst(panelOf(tab.id.slice(4)));
+  });
+  tab.addEventListener('keydown', (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+    if (step === undefined && event.key !== 'Home' && event.key !== 'End') return;
+    event.preventDefault();
+    let next = step === undefined ? (event.key === 'Home' ? 0 : ui.tabs.length - 1) : i + step;
+    next = (next + ui.tabs.length) % ui.tabs.length;
+    selectTab(ui.tabs[next].id.slice(4), true);
+  });
 });
+ui.loginForm.addEventListener('submit', onLogin);
+ui.registerForm.addEventListener('submit', onRegister);
+ui.guestForm.addEventListener('submit', onGuest);
+ui.newConvForm.addEventListener('submit', onNewConversation);
+ui.logout.addEventListener('click', onLogout);
 
 ui.composer.addEventListener('submit', (event) => {
   event.preventDefault();
   sendMessage();
 });
-
 ui.input.addEventListener('keydown', (event) => {
   // Enter sends; Shift+Enter is a new line; never interrupt an IME composition.
   if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
@@ -687,10 +1015,26 @@ document.addEventListener('keydown', (event) => {
   }
 });
 
-ensurePublicConversation();
-ui.nameInput.focus();
+/** Start: a live session goes straight in (a reload keeps you logged in). */
+async function boot() {
+  publicConversation();
+  const flash = sessionStorage.getItem(FLASH_KEY) || '';
+  sessionStorage.removeItem(FLASH_KEY);
+  setStatus('connecting');
+  let me = null;
+  try {
+    me = await account.whoAmI();
+  } catch (err) {
+    showLogin('login', err.message);
+    return;
+  }
+  if (me) startMember(me);
+  else showLogin('login', flash);
+}
 
-// Handy from the devtools console; the page itself does not rely on it.
+boot();
+
+// Handy from the devtools console and for tests; the page itself does not rely on it.
 window.rookeryChat = {
   get drone() { return state.drone; },
   get me() { return { ...state.me }; },

@@ -175,6 +175,8 @@
       clientId: frame.client_id,
       member: this._member(frame.client_id),
     };
+    // The publisher's username when a logged-in member sent it (PROTOCOL.md §11).
+    if (typeof frame.user === 'string') msg.user = frame.user;
     return msg;
   };
 

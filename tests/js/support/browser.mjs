@@ -42,14 +42,67 @@ export async function newPage(browser, { viewport = DESKTOP } = {}) {
   return { context, page };
 }
 
-/** Opens the chat page as a new user and waits until it is online. */
+/** Opens the chat page as a new guest and waits until it is online. */
 export async function joinChat(browser, baseUrl, name, options) {
   const { context, page } = await newPage(browser, options);
   await page.goto(`${baseUrl}/`);
-  await page.getByLabel('Display name').fill(name);
-  await page.getByRole('button', { name: 'Join chat' }).click();
+  await fillGuestForm(page, name);
   await waitOnline(page);
   return { context, page, name };
+}
+
+/** On the entry screen: the Guest tab, a display name, "Join chat". */
+export async function fillGuestForm(page, name) {
+  await page.getByRole('tab', { name: 'Guest' }).click();
+  await page.locator('#guest-form').getByLabel('Display name').fill(name);
+  await page.getByRole('button', { name: 'Join chat' }).click();
+}
+
+/** A password good enough for the server's rules, the same for every test user. */
+export const PASSWORD = 'correct horse battery';
+
+/**
+ * Creates an account through the page's "Create account" tab (which also
+ * logs in) in a fresh browser context, and waits until it is online.
+ */
+export async function registerMember(browser, baseUrl, { user, name, password = PASSWORD }, options) {
+  const { context, page } = await newPage(browser, options);
+  await page.goto(`${baseUrl}/`);
+  await page.getByRole('tab', { name: 'Create account' }).click();
+  const form = page.locator('#register-form');
+  await form.getByLabel('Username').fill(user);
+  await form.getByLabel('Password').fill(password);
+  if (name) await form.getByLabel('Public name').fill(name);
+  await form.getByRole('button', { name: 'Create account' }).click();
+  await waitOnline(page);
+  return { context, page, user, name: name || user };
+}
+
+/** Logs an existing account in through the page, in a fresh context (another device). */
+export async function loginMember(browser, baseUrl, { user, name, password = PASSWORD }, options) {
+  const { context, page } = await newPage(browser, options);
+  await page.goto(`${baseUrl}/`);
+  await fillLoginForm(page, user, password);
+  await waitOnline(page);
+  return { context, page, user, name: name || user };
+}
+
+export async function fillLoginForm(page, user, password = PASSWORD) {
+  const form = page.locator('#login-form');
+  await form.getByLabel('Username').fill(user);
+  await form.getByLabel('Password').fill(password);
+  await form.getByRole('button', { name: 'Log in' }).click();
+}
+
+/** The online-list entry of a member, by username. */
+export function person(page, user) {
+  return page.locator(`#members li[data-user="${user}"]`);
+}
+
+/** The conversations-list button of the conversation with a member, by username. */
+export function dmButton(page, me, peer) {
+  const room = me < peer ? `dm-${me}-${peer}` : `dm-${peer}-${me}`;
+  return page.locator(`#conversations .conv-button[data-room="${room}"]`);
 }
 
 export async function waitOnline(page) {

@@ -20,13 +20,18 @@ export function rookeryBinary() {
   return bin;
 }
 
+/** Cheap password hashing for tests (registering and logging in stay fast). */
+export const CHEAP_HASHING = '[accounts]\nargon2_memory_kib = 8\nargon2_iterations = 1\n';
+
 /**
  * Start the server. `extraToml` is appended to the generated config (for
  * example a `[limits]` table). `port` 0 picks a free port; pass a fixed port to
- * restart a server on the same address. Resolves to
- * `{ url, wsUrl, port, stop(), kill(), logs() }`.
+ * restart a server on the same address (with the same `dir`, its data survives).
+ * `policy` is the auth channel's policy: `default` (the tutorial's) or `chat`
+ * (members' conversations and inboxes, PROTOCOL.md §11), which also turns on
+ * cheap password hashing. Resolves to `{ url, wsUrl, port, dir, stop(), kill(), logs() }`.
  */
-export async function startServer({ extraToml = '', port = 0, dir } = {}) {
+export async function startServer({ extraToml = '', port = 0, dir, policy = 'default' } = {}) {
   dir ??= mkdtempSync(join(tmpdir(), 'rookery-test-'));
   const config = join(dir, 'rookery.toml');
   writeFileSync(config, `
@@ -40,13 +45,14 @@ auth_channel = "${CHAT.id}"
 id = "${CHAT.id}"
 secret = "${CHAT.secret}"
 require_auth = true
-policy = "default"
+policy = "${policy}"
 
 [[channel]]
 id = "${OPEN.id}"
 secret = "${OPEN.secret}"
 require_auth = false
 policy = "default"
+${policy === 'chat' ? CHEAP_HASHING : ''}
 ${extraToml}
 `);
   const child = spawn(rookeryBinary(), ['serve', '--config', config], {
