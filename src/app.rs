@@ -12,6 +12,8 @@ use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
 use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
+use crate::groups::Groups;
+use crate::groups::redb_store::RedbGroupStore;
 use crate::server::IpLimiter;
 
 /// One running server: configuration, credentials, broker and lifecycle handles.
@@ -27,6 +29,8 @@ pub struct App {
     pub ip_limiter: IpLimiter,
     /// Members, sessions and live names (PROTOCOL.md §11).
     pub accounts: Arc<Accounts>,
+    /// Group rooms and their members (PROTOCOL.md §11.1).
+    pub groups: Arc<Groups>,
 }
 
 impl App {
@@ -39,6 +43,11 @@ impl App {
         // `history_store = "memory"`: the same code, nothing kept across restarts).
         let Engine::Local(local) = &engine;
         let store = Arc::new(RedbAccountStore::new(local.database()));
+        let groups = Groups::new(
+            config.groups.clone(),
+            Arc::new(RedbGroupStore::new(local.database())),
+            store.clone(),
+        );
         let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),
@@ -48,6 +57,7 @@ impl App {
             sessions: TaskTracker::new(),
             ip_limiter,
             accounts: Arc::new(accounts),
+            groups: Arc::new(groups),
         }))
     }
 }
