@@ -194,13 +194,15 @@ impl Room {
             .filter(|(_, entry)| is_users(entry))
             .map(|(conn, _)| *conn)
             .collect();
-        for conn in &conns {
-            let Some(gone) = state.subscribers.swap_remove(conn) else {
-                continue;
-            };
-            let _ = gone.subscriber.outbox.push(notice.clone());
+        // All of them go first, so that none hears of the others leaving.
+        let gone: Vec<Entry> = conns
+            .iter()
+            .filter_map(|conn| state.subscribers.swap_remove(conn))
+            .collect();
+        for entry in &gone {
+            let _ = entry.subscriber.outbox.push(notice.clone());
             if self.name.is_observable() {
-                let leave = protocol::member_leave(&self.name, &gone.subscriber.member);
+                let leave = protocol::member_leave(&self.name, &entry.subscriber.member);
                 for other in state.subscribers.values_mut() {
                     other.send(None, &leave);
                 }

@@ -20,7 +20,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::account::session_cookie;
-use super::api::{self, Caller};
+use super::api::{self, ApiError, Caller};
 use super::body::{self, BodyError};
 use super::{Body, error_response, json_response};
 use crate::app::App;
@@ -79,7 +79,7 @@ pub(super) async fn handle(
     };
     let who = match caller(&request, app, credentials) {
         Ok(who) => who,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     let channel_id = channel.id.clone();
     let response = match (request.method().clone(), rest) {
@@ -207,19 +207,18 @@ async fn notify(app: &App, channel: &Channel, user: &str, notice: &RawValue) {
 }
 
 /// The member behind the session cookie, or the operator behind HTTP Basic.
-fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> Result<Who, Response<Body>> {
+fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> Result<Who, ApiError> {
     if request.headers().contains_key(AUTHORIZATION) {
-        return match api::authenticate(request, credentials) {
-            Ok(Caller::Full) => Ok(Who::Operator),
-            Ok(Caller::Token(_)) => Err(error_response(StatusCode::FORBIDDEN, "Bearer tokens may only publish")),
-            Err(error) => Err(error.into_response()),
+        return match api::authenticate(request, credentials)? {
+            Caller::Full => Ok(Who::Operator),
+            Caller::Token(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "Bearer tokens may only publish")),
         };
     }
     let user = match session_cookie(request.headers()).map(|s| app.accounts.session_user(&s)) {
         Some(Ok(user)) => user,
         Some(Err(error)) => {
             tracing::error!(%error, "accounts store failed during a group request");
-            return Err(error_response(
+            return Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Accounts store unavailable",
             ));
@@ -228,7 +227,7 @@ fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> 
     };
     match user {
         Some(user) => Ok(Who::Member(user.username)),
-        None => Err(error_response(StatusCode::UNAUTHORIZED, "Not logged in")),
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not logged in")),
     }
 }
 

@@ -5,6 +5,7 @@ mod util;
 mod accounts;
 mod chat;
 mod durability;
+mod groups;
 mod hostile;
 mod jwt;
 mod ops;
