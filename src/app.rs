@@ -13,6 +13,8 @@ use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
 use crate::engine::redis::RedisOptions;
 use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
+use crate::groups::Groups;
+use crate::groups::redb_store::RedbGroupStore;
 use crate::ids::random_alphanumeric;
 use crate::server::IpLimiter;
 
@@ -33,6 +35,8 @@ pub struct App {
     pub ip_limiter: IpLimiter,
     /// Members, sessions and live names (PROTOCOL.md §11).
     pub accounts: Arc<Accounts>,
+    /// Group rooms and their members (PROTOCOL.md §11.1).
+    pub groups: Arc<Groups>,
 }
 
 impl App {
@@ -63,7 +67,12 @@ impl App {
             Engine::Local(local) => local.database(),
             Engine::Redis(_) => crate::engine::store::open_database(&config.store.path)?,
         };
-        let store = Arc::new(RedbAccountStore::new(database));
+        let store = Arc::new(RedbAccountStore::new(database.clone()));
+        let groups = Groups::new(
+            config.groups.clone(),
+            Arc::new(RedbGroupStore::new(database)),
+            store.clone(),
+        );
         let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),
@@ -73,6 +82,7 @@ impl App {
             sessions: TaskTracker::new(),
             ip_limiter,
             accounts: Arc::new(accounts),
+            groups: Arc::new(groups),
         }))
     }
 }

@@ -87,9 +87,23 @@ impl ChannelAuth {
         data: Option<&Value>,
         ttl_seconds: Option<u64>,
     ) -> Minted {
+        self.mint_for(client, user, &[], data, ttl_seconds)
+    }
+
+    /// [`ChannelAuth::mint`] for a member of `groups`: the policy's `{group}`
+    /// rules are rendered once per group (PROTOCOL.md §11.1).
+    pub fn mint_for(
+        &self,
+        client: Option<&str>,
+        user: Option<&str>,
+        groups: &[String],
+        data: Option<&Value>,
+        ttl_seconds: Option<u64>,
+    ) -> Minted {
         let permissions = self.config.policy.render_for(&Subject {
             client: client.unwrap_or(""),
             user,
+            groups,
         });
         let expires_at = self
             .clock

@@ -194,6 +194,54 @@ fn validate_accounts(accounts: &AccountsConfig) -> Result<(), String> {
 
 // ---- end of members settings ----
 
+// ---- Group rooms (PROTOCOL.md §11.1): the `[groups]` table. ----
+
+/// The `[groups]` table: how big groups may get.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Groups one user may belong to. Each is one rule in every token minted
+    /// for the user, so this also bounds the token's size.
+    pub max_groups_per_user: usize,
+    /// Members of one group, its creator included.
+    pub max_members_per_group: usize,
+    /// Longest group title, in characters.
+    pub max_title_chars: usize,
+}
+
+/// Above this many groups per user a token would approach the default
+/// message size limit (one `permissions` key of about 100 bytes per group).
+const MAX_GROUPS_PER_USER_CAP: usize = 256;
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            max_groups_per_user: 32,
+            max_members_per_group: 100,
+            max_title_chars: 64,
+        }
+    }
+}
+
+fn validate_groups(groups: &GroupsConfig) -> Result<(), String> {
+    let positive = [
+        ("max_groups_per_user", groups.max_groups_per_user),
+        ("max_members_per_group", groups.max_members_per_group),
+        ("max_title_chars", groups.max_title_chars),
+    ];
+    if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+        return Err(format!("{name} must be at least 1"));
+    }
+    if groups.max_groups_per_user > MAX_GROUPS_PER_USER_CAP {
+        return Err(format!(
+            "max_groups_per_user must be at most {MAX_GROUPS_PER_USER_CAP}: tokens carry one rule per group"
+        ));
+    }
+    Ok(())
+}
+
+// ---- end of group settings ----
+
 /// One channel: an id, its secret and its rules.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -246,6 +294,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     /// Several nodes through Redis (PROTOCOL.md §13); off without `redis_url`.
     pub cluster: ClusterConfig,
+    pub groups: GroupsConfig,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -274,6 +323,8 @@ struct ConfigFile {
     accounts: AccountsConfig,
     #[serde(default)]
     cluster: ClusterSection,
+    #[serde(default)]
+    groups: GroupsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +531,7 @@ impl Config {
             settings: raw.store,
         };
         validate_accounts(&raw.accounts).map_err(|reason| invalid(format!("[accounts]: {reason}")))?;
+        validate_groups(&raw.groups).map_err(|reason| invalid(format!("[groups]: {reason}")))?;
 
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
@@ -559,6 +611,7 @@ impl Config {
             registration: raw.registration,
             accounts: raw.accounts,
             cluster,
+            groups: raw.groups,
         })
     }
 
@@ -874,6 +927,31 @@ mod tests {
         );
         let err = load_text("[cluster]\nredis_url = \"http://x\"\n").unwrap_err();
         assert!(err.to_string().contains("redis://"), "{err}");
+    }
+
+    #[test]
+    fn group_limits_have_defaults_and_are_checked() {
+        let config = load_text("[[channel]]\nid = \"a\"\nsecret = \"x\"\n").unwrap();
+        let groups = &config.groups;
+        assert_eq!(
+            (
+                groups.max_groups_per_user,
+                groups.max_members_per_group,
+                groups.max_title_chars
+            ),
+            (32, 100, 64)
+        );
+        let config =
+            load_text("[groups]\nmax_members_per_group = 3\n[[channel]]\nid = \"a\"\nsecret = \"x\"\n").unwrap();
+        assert_eq!(config.groups.max_members_per_group, 3);
+        for (text, needle) in [
+            ("[groups]\nmax_title_chars = 0\n", "max_title_chars"),
+            ("[groups]\nmax_groups_per_user = 1000\n", "max_groups_per_user"),
+            ("[groups]\nmax_group = 1\n", "max_group"),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
     }
 
     #[test]

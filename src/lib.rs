@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: config file + env + CLI → validated [`config::Config`].
 //! - [`accounts`]: members, passwords, login sessions and live display names.
+//! - [`groups`]: group rooms: their members, limits and the membership check.
 //! - [`policy`]: `policies/*.toml` → per-client `permissions` claims.
 //! - [`permissions`]: a token's claim → ordered matchers; last match decides.
 //! - [`token`]: JWT claims, minting and verification with the wire error texts.
@@ -30,6 +31,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod groups;
 pub mod http;
 pub mod ids;
 pub mod metrics;

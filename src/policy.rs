@@ -1,18 +1,22 @@
 //! Token policies: `policies/*.toml` turned into per-client `permissions` claims.
 //!
 //! A policy is an ordered list of rules, each a room regex that may contain the
-//! placeholders `{client}` (the connection's client id) and `{user}` (the
-//! logged-in member's username, PROTOCOL.md §11). Rendering replaces them with
-//! the **regex-escaped** values and keeps the rule order, because the last
+//! placeholders `{client}` (the connection's client id), `{user}` (the
+//! logged-in member's username, PROTOCOL.md §11) and `{group}` (one of the
+//! member's groups, §11.1). Rendering replaces them with the
+//! **regex-escaped** values and keeps the rule order, because the last
 //! matching key of a token decides (see [`crate::permissions`]). A rule that
 //! uses `{user}` is left out of a guest's token: a guest has no username, and
 //! such rules grant what belongs to one person (their conversations, their
-//! inbox). Every rule is rendered for a sample subject and compiled when the
-//! policy loads, so a broken rule stops the server at startup instead of
-//! silently denying users later.
+//! inbox). A rule that uses `{group}` is rendered **once per group** of the
+//! subject, in the subject's group order, at the rule's place; with no groups
+//! (guests, members of none) it renders to nothing. Every rule is rendered
+//! for a sample subject and compiled when the policy loads, so a broken rule
+//! stops the server at startup instead of silently denying users later.
 //!
-//! Group rules (§11.1) will be one more kind of placeholder, expanded once per
-//! group of the subject; [`Subject`] is where the groups will go.
+//! A `{group}` rule in a token is necessary but not sufficient: the server
+//! also checks membership for group rooms (see [`crate::groups`]), so a token
+//! minted before a removal does not keep the room open.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,10 +31,14 @@ use crate::permissions::pattern_compiles;
 pub const CLIENT_PLACEHOLDER: &str = "{client}";
 /// The placeholder for the member's username.
 pub const USER_PLACEHOLDER: &str = "{user}";
+/// The placeholder for one of the member's groups; the rule is repeated per group.
+pub const GROUP_PLACEHOLDER: &str = "{group}";
 /// The id used to check that every rendered rule compiles.
 pub const SAMPLE_CLIENT_ID: &str = "r3k:SampleClient0000";
 /// The username used to check that every rendered rule compiles.
 pub const SAMPLE_USER: &str = "sample_user";
+/// The group id used to check that every rendered rule compiles.
+pub const SAMPLE_GROUP: &str = "sample_group";
 
 /// Whom a token is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +46,27 @@ pub struct Subject<'a> {
     pub client: &'a str,
     /// The member's username; `None` for a guest.
     pub user: Option<&'a str>,
+    /// Ids of the member's groups (§11.1); empty for a guest.
+    pub groups: &'a [String],
 }
 
 impl<'a> Subject<'a> {
     /// A connection without an account.
     pub fn guest(client: &'a str) -> Subject<'a> {
-        Subject { client, user: None }
+        Subject {
+            client,
+            user: None,
+            groups: &[],
+        }
+    }
+
+    /// A member without groups.
+    pub fn member(client: &'a str, user: &'a str) -> Subject<'a> {
+        Subject {
+            client,
+            user: Some(user),
+            groups: &[],
+        }
     }
 }
 
@@ -93,6 +116,11 @@ impl Rule {
     pub fn uses_user(&self) -> bool {
         self.room.contains(USER_PLACEHOLDER)
     }
+
+    /// Whether the rule is repeated once per group of the subject.
+    pub fn uses_group(&self) -> bool {
+        self.room.contains(GROUP_PLACEHOLDER)
+    }
 }
 
 /// A loaded, validated policy.
@@ -128,11 +156,8 @@ impl Policy {
             rules: parsed.rules,
         };
         for (index, rule) in policy.rules.iter().enumerate() {
-            let sample = Subject {
-                client: SAMPLE_CLIENT_ID,
-                user: Some(SAMPLE_USER),
-            };
-            let rendered = render_room(&rule.room, &sample);
+            let sample = Subject::member(SAMPLE_CLIENT_ID, SAMPLE_USER);
+            let rendered = render_room(&rule.room, &sample, Some(SAMPLE_GROUP));
             pattern_compiles(&rendered).map_err(|reason| PolicyError::Rule {
                 file: file.to_owned(),
                 rule: index + 1,
@@ -149,30 +174,41 @@ impl Policy {
     }
 
     /// The `permissions` claim for `subject`, in rule order; without a user,
-    /// the rules that use `{user}` are left out.
+    /// the rules that use `{user}` are left out, and a rule that uses
+    /// `{group}` becomes one key per group of the subject.
     pub fn render_for(&self, subject: &Subject<'_>) -> Map<String, Value> {
-        self.rules
-            .iter()
-            .filter(|rule| subject.user.is_some() || !rule.uses_user())
-            .map(|rule| {
-                let permission = json!({
-                    "publish": rule.publish,
-                    "subscribe": rule.subscribe,
-                    "history": rule.history,
-                });
-                (render_room(&rule.room, subject), permission)
-            })
-            .collect()
+        let mut claim = Map::new();
+        for rule in self.rules.iter() {
+            if subject.user.is_none() && rule.uses_user() {
+                continue;
+            }
+            let permission = json!({
+                "publish": rule.publish,
+                "subscribe": rule.subscribe,
+                "history": rule.history,
+            });
+            if rule.uses_group() {
+                for group in subject.groups {
+                    claim.insert(render_room(&rule.room, subject, Some(group)), permission.clone());
+                }
+            } else {
+                claim.insert(render_room(&rule.room, subject, None), permission);
+            }
+        }
+        claim
     }
 }
 
-/// Fills the placeholders with the regex-escaped client id and username.
-fn render_room(template: &str, subject: &Subject<'_>) -> String {
-    let room = template.replace(CLIENT_PLACEHOLDER, &regex::escape(subject.client));
-    match subject.user {
-        Some(user) => room.replace(USER_PLACEHOLDER, &regex::escape(user)),
-        None => room,
+/// Fills the placeholders with the regex-escaped client id, username and group.
+fn render_room(template: &str, subject: &Subject<'_>, group: Option<&str>) -> String {
+    let mut room = template.replace(CLIENT_PLACEHOLDER, &regex::escape(subject.client));
+    if let Some(user) = subject.user {
+        room = room.replace(USER_PLACEHOLDER, &regex::escape(user));
     }
+    if let Some(group) = group {
+        room = room.replace(GROUP_PLACEHOLDER, &regex::escape(group));
+    }
+    room
 }
 
 /// Every policy in a directory, by file stem (`policies/default.toml` is `default`).
@@ -298,10 +334,7 @@ mod tests {
     #[test]
     fn user_rules_are_rendered_for_members_and_left_out_for_guests() {
         let policy = Policy::parse("p", USER_RULES, Path::new("p.toml")).unwrap();
-        let member = policy.render_for(&Subject {
-            client: "r3k:a",
-            user: Some("alice"),
-        });
+        let member = policy.render_for(&Subject::member("r3k:a", "alice"));
         let keys: Vec<&str> = member.keys().map(String::as_str).collect();
         assert_eq!(keys, ["^public$", "^inbox-alice$", "^mixed-alice-r3k:a$"]);
         let guest = policy.render("r3k:a");
@@ -313,11 +346,50 @@ mod tests {
     fn usernames_are_regex_escaped() {
         // Registered usernames are [a-z0-9_], but the policy does not rely on it.
         let policy = Policy::parse("p", USER_RULES, Path::new("p.toml")).unwrap();
-        let claim = policy.render_for(&Subject {
-            client: "c",
-            user: Some("a.b"),
-        });
+        let claim = policy.render_for(&Subject::member("c", "a.b"));
         assert!(claim.contains_key(r"^inbox-a\.b$"), "{claim:?}");
+    }
+
+    const GROUP_RULES: &str = "[[rule]]\nroom = \"^public$\"\npublish = true\n\
+                               [[rule]]\nroom = \"^observable-group-{group}$\"\npublish = true\nsubscribe = true\nhistory = 100\n\
+                               [[rule]]\nroom = \"^inbox-{user}$\"\nsubscribe = true\n";
+
+    #[test]
+    fn group_rules_are_repeated_per_group_in_place_and_absent_without_groups() {
+        let policy = Policy::parse("p", GROUP_RULES, Path::new("p.toml")).unwrap();
+        let groups = ["ops".to_owned(), "a.b".to_owned()];
+        let claim = policy.render_for(&Subject {
+            groups: &groups,
+            ..Subject::member("r3k:a", "alice")
+        });
+        let keys: Vec<&str> = claim.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "^public$",
+                "^observable-group-ops$",
+                r"^observable-group-a\.b$",
+                "^inbox-alice$"
+            ]
+        );
+        assert_eq!(
+            claim["^observable-group-ops$"],
+            json!({"publish": true, "subscribe": true, "history": 100})
+        );
+        let permissions = Permissions::from_claim(&Value::Object(claim)).unwrap();
+        assert!(permissions.decide("observable-group-ops").subscribe);
+        assert!(!permissions.decide("observable-group-opsx").subscribe);
+        assert!(!permissions.decide("observable-group-aXb").subscribe);
+        let none = policy.render_for(&Subject::member("r3k:a", "alice"));
+        assert_eq!(none.keys().collect::<Vec<_>>(), ["^public$", "^inbox-alice$"]);
+        assert_eq!(policy.render("r3k:a").keys().collect::<Vec<_>>(), ["^public$"]);
+    }
+
+    #[test]
+    fn group_rules_are_compiled_at_load() {
+        let text = "[[rule]]\nroom = \"^ok$\"\n[[rule]]\nroom = \"^g-{group}(\"\n";
+        let err = Policy::parse("p", text, Path::new("p.toml")).unwrap_err().to_string();
+        assert!(err.contains("rule 2"), "{err}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn validate_display_name(name: &str) -> Result<String, InvalidField> {
 ///
 /// The consequence: emoji sequences joined with U+200D (ZWJ) are refused; single
 /// emoji and variation selectors are fine.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     matches!(c,
         // Format characters (Cf), Unicode 15.1.
         '\u{00AD}'

@@ -215,6 +215,23 @@ impl Broker {
         gone.is_some()
     }
 
+    /// Removes `user`'s connections from `room` at once (a member removed from
+    /// a group, PROTOCOL.md §11.1): each gets `notice`, the others leave
+    /// events. Their sessions still hold the room handle; they find out with
+    /// [`Room::holds`]. Returns how many connections were removed.
+    pub fn evict_user(&self, channel: &Channel, room: &RoomName, user: &str, notice: &protocol::Frame) -> usize {
+        let Some(handle) = channel.rooms.get(room) else {
+            return 0;
+        };
+        let evicted = handle.evict_user(user, notice);
+        for _ in &evicted {
+            self.engine.release(&channel.id, room);
+            crate::metrics::subscriptions_changed(-1.0);
+        }
+        channel.rooms.release_if_empty(&handle);
+        evicted.len()
+    }
+
     /// Places, delivers and stores one message. `client_id` is `None` for REST publishes.
     pub async fn publish(
         &self,

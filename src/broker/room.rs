@@ -259,6 +259,45 @@ impl Room {
         state.subscribers.len()
     }
 
+    /// Removes every subscriber that is `user`'s connection (its member's
+    /// `authData.user`), queueing `notice` to each; the remaining members of an
+    /// observable room get one leave event per removed connection. Frames a
+    /// removed subscriber was still catching up on are dropped. Returns the
+    /// removed connections (a group member removed, PROTOCOL.md §11.1).
+    pub fn evict_user(&self, user: &str, notice: &Frame) -> Vec<ConnId> {
+        let is_users = |entry: &Entry| {
+            let data = entry.subscriber.member.auth_data.as_ref();
+            data.and_then(|d| d.get("user")).and_then(|u| u.as_str()) == Some(user)
+        };
+        let mut state = self.state();
+        let conns: Vec<ConnId> = state
+            .subscribers
+            .iter()
+            .filter(|(_, entry)| is_users(entry))
+            .map(|(conn, _)| *conn)
+            .collect();
+        // All of them go first, so that none hears of the others leaving.
+        let gone: Vec<Entry> = conns
+            .iter()
+            .filter_map(|conn| state.subscribers.swap_remove(conn))
+            .collect();
+        for entry in &gone {
+            let _ = entry.subscriber.outbox.push(notice.clone());
+            if self.name.is_observable() {
+                let leave = protocol::member_leave(&self.name, &entry.subscriber.member);
+                for other in state.subscribers.values_mut() {
+                    other.send(None, &leave);
+                }
+            }
+        }
+        conns
+    }
+
+    /// Whether `conn` is subscribed.
+    pub fn holds(&self, conn: ConnId) -> bool {
+        self.state().subscribers.contains_key(&conn)
+    }
+
     /// Hands one placed message to every subscriber; returns how many took it.
     pub fn deliver(&self, message: &Message) -> usize {
         let frame: Frame = message.publish_frame();

@@ -29,7 +29,7 @@ use crate::permissions::Permissions;
 use crate::token::Bearer;
 
 /// Who is calling.
-enum Caller {
+pub(super) enum Caller {
     /// Basic auth with the channel secret, or anonymous on a channel without auth.
     Full,
     /// A Bearer token: may publish where its permissions allow, nothing else.
@@ -44,7 +44,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -64,7 +64,7 @@ impl ApiError {
     }
 
     /// The one place REST errors become responses.
-    fn into_response(self) -> Response<Body> {
+    pub(super) fn into_response(self) -> Response<Body> {
         let mut response = error_response(self.status, &self.message);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -109,6 +109,12 @@ async fn route(request: Request<Incoming>, app: &App) -> ApiResult {
     else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Unknown channel"));
     };
+    // Groups take members' session cookies as well as Basic (PROTOCOL.md §11.1).
+    // Their paths have 1, 3 or 4 segments, so a room called `groups` keeps its
+    // two-segment routes (`groups/publish`, `groups/history`, …).
+    if rest.first() == Some(&"groups") && rest.len() != 2 {
+        return Ok(super::groups::handle(request, app, channel, credentials, rest).await);
+    }
     let caller = authenticate(&request, credentials)?;
     let method = request.method().clone();
     let max_room = app.config.limits.max_room_name_bytes;
@@ -253,7 +259,7 @@ fn unavailable(error: EngineError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
 }
 
-fn authenticate(request: &Request<Incoming>, channel: &ChannelAuth) -> ApiResult<Caller> {
+pub(super) fn authenticate(request: &Request<Incoming>, channel: &ChannelAuth) -> ApiResult<Caller> {
     let Some(header) = request.headers().get(AUTHORIZATION) else {
         return if channel.config.require_auth {
             Err(ApiError::unauthorized("Missing credentials"))

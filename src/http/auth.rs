@@ -8,7 +8,8 @@
 //!
 //! With a valid `rookery_session` cookie the token is a member's: `data` is
 //! `{"user","name","color"}` from the account (a `name` in the request is
-//! ignored) and the policy's `{user}` rules are rendered. Without one the
+//! ignored) and the policy's `{user}` rules are rendered, and its `{group}`
+//! rules once per group of the member (§11.1). Without one the
 //! request is a guest's, as in the tutorial, when the channel allows guests;
 //! a guest's name must not be in use on the channel nor be a member's.
 
@@ -140,7 +141,15 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
             (json!({ "name": name, "color": random_color() }), None)
         }
     };
-    let Minted { token, expires_at } = channel.mint(Some(&client_id), user, Some(&data), None);
+    // A member's groups become the policy's `{group}` rules (PROTOCOL.md §11.1).
+    let groups = match user {
+        Some(user) => app.groups.groups_of(&channel.config.id, user).map_err(|error| {
+            tracing::error!(%error, "groups store failed during POST /auth");
+            AuthError::Store
+        })?,
+        None => Vec::new(),
+    };
+    let Minted { token, expires_at } = channel.mint_for(Some(&client_id), user, &groups, Some(&data), None);
     crate::metrics::token_minted();
     Ok(if wants_json {
         json_response(StatusCode::OK, &json!({ "token": token, "expires_at": expires_at }))

@@ -10,6 +10,7 @@
 //! - [`account`]: `POST /register`, `/login`, `/logout`, `GET /me` and the session cookie.
 //! - [`form`]: named fields from JSON, urlencoded and multipart bodies.
 //! - [`api`]: the REST API under `/api`.
+//! - [`groups`]: the group endpoints under `/api/{c}/groups` (§11.1).
 //! - [`assets`]: the chat page and files under `static/`.
 //! - [`body`]: reading request bodies under the size limit.
 
@@ -19,6 +20,7 @@ pub mod assets;
 pub mod auth;
 pub mod body;
 pub mod form;
+pub mod groups;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,6 +7,14 @@
 //! errors, deliveries — goes through the outbox, so frames reach the client in
 //! the order they were queued. Cleanup (leaving every room, with presence
 //! events) lives in [`Subscriptions`]' `Drop`, which runs on every exit path.
+//!
+//! Group rooms (PROTOCOL.md §11.1) need the server's membership on top of the
+//! token, checked in [`Handshaken::decide`] and [`Handshaken::decide_once`].
+//! A member removed from a group is evicted from the room by the broker, not
+//! by this task: the session's map may then still hold the room's handle, and
+//! treats a handle whose room no longer [holds](Room::holds) this connection
+//! as gone ([`Subscriptions::forget_evicted`]) before it subscribes, counts
+//! subscriptions or re-checks rooms on authenticate.
 
 mod rate_limit;
 mod writer;
@@ -34,6 +42,7 @@ use crate::auth::ChannelAuth;
 use crate::broker::{Channel, ConnId, ConnectionCount, Joined, Outbox, Room, SubscribeRequest, Subscriber};
 use crate::config::ExpiryMode;
 use crate::engine::{Ack, Draft, EngineError};
+use crate::groups::Groups;
 use crate::ids::{ClientId, RoomName};
 use crate::permissions::{Decision, DecisionCache, Permissions};
 use crate::protocol::{self, DecodeError, Frame, Member, Request};
@@ -103,6 +112,8 @@ struct Handshaken {
     channel: Arc<Channel>,
     /// The channel's settings and token verifier.
     credentials: Arc<ChannelAuth>,
+    /// Group membership, for group rooms (PROTOCOL.md §11.1).
+    groups: Arc<Groups>,
     client_id: ClientId,
     client_data: Option<Value>,
     auth: Option<Auth>,
@@ -371,6 +382,7 @@ impl Session {
             },
             channel,
             credentials,
+            groups: Arc::clone(&self.app.groups),
             client_id,
             client_data,
             auth: None,
@@ -441,6 +453,8 @@ impl Session {
             client_data: state.client_data.clone(),
         });
         state.decisions.clear();
+        // Rooms a group removal took are gone already (and were told so).
+        state.subscriptions.forget_evicted(None);
         // Re-authentication: drop rooms the new token no longer allows.
         let rooms: Vec<RoomName> = state.subscriptions.rooms.keys().cloned().collect();
         let mut lost = Vec::new();
@@ -484,9 +498,13 @@ impl Session {
         if !decision.subscribe {
             return self.answer(callback, Some(texts::UNAUTHORIZED));
         }
+        state.subscriptions.forget_evicted(Some(&room));
         let already = state.subscriptions.rooms.contains_key(&room);
         if !already && state.subscriptions.rooms.len() >= limits.max_subscriptions {
-            return self.answer(callback, Some(texts::TOO_MANY_SUBSCRIPTIONS));
+            state.subscriptions.forget_evicted(None);
+            if state.subscriptions.rooms.len() >= limits.max_subscriptions {
+                return self.answer(callback, Some(texts::TOO_MANY_SUBSCRIPTIONS));
+            }
         }
         let subscriber = Subscriber {
             outbox: self.outbox.clone(),
@@ -508,7 +526,15 @@ impl Session {
             Ok(subscription) => {
                 if subscription.joined == Joined::New {
                     crate::metrics::subscriptions_changed(1.0);
-                    state.subscriptions.rooms.insert(room, subscription.room);
+                    state.subscriptions.rooms.insert(room.clone(), subscription.room);
+                }
+                // A group removal that landed between the check and the join
+                // found nothing to evict: check again, now that we are in.
+                if crate::groups::group_of_room(room.as_str()).is_some()
+                    && !state.decide_once(&room).subscribe
+                    && state.subscriptions.leave(&room)
+                {
+                    self.send(protocol::room_error(texts::UNAUTHORIZED, &room));
                 }
             }
             Err(error) => {
@@ -578,26 +604,45 @@ impl Session {
 }
 
 impl Handshaken {
-    /// The decision for publishing to `room`, computed once per (connection, room) and cached.
+    /// The decision for publishing to `room`: the token's, computed once per
+    /// (connection, room) and cached, then the group membership (not cached).
     fn decide(&mut self, room: &RoomName) -> Decision {
-        if !self.credentials.config.require_auth {
-            return Decision::OPEN;
-        }
-        match &self.auth {
-            Some(auth) => self.decisions.decide(&auth.permissions, room.as_str()),
-            None => Decision::DENY,
-        }
+        let decision = if !self.credentials.config.require_auth {
+            Decision::OPEN
+        } else {
+            match &self.auth {
+                Some(auth) => self.decisions.decide(&auth.permissions, room.as_str()),
+                None => Decision::DENY,
+            }
+        };
+        self.in_group(room, decision)
     }
 
     /// The decision for a subscribe: not cached, because a subscribe happens once per
     /// room, and an idle subscriber should not carry a cache it never reads.
     fn decide_once(&self, room: &RoomName) -> Decision {
-        if !self.credentials.config.require_auth {
-            return Decision::OPEN;
-        }
-        match &self.auth {
-            Some(auth) => auth.permissions.decide(room.as_str()),
-            None => Decision::DENY,
+        let decision = if !self.credentials.config.require_auth {
+            Decision::OPEN
+        } else {
+            match &self.auth {
+                Some(auth) => auth.permissions.decide(room.as_str()),
+                None => Decision::DENY,
+            }
+        };
+        self.in_group(room, decision)
+    }
+
+    /// `decision` for a room that is no group's; for a group room, `decision`
+    /// only while the connection's user is a member now (PROTOCOL.md §11.1),
+    /// whatever the token says.
+    fn in_group(&self, room: &RoomName, decision: Decision) -> Decision {
+        let Some(group) = crate::groups::group_of_room(room.as_str()) else {
+            return decision;
+        };
+        let user = self.auth.as_ref().and_then(|auth| auth.user.as_deref());
+        match user {
+            Some(user) if self.groups.is_member(&self.channel.id, group, user) => decision,
+            _ => Decision::DENY,
         }
     }
 }
@@ -619,17 +664,39 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
-    fn leave(&mut self, room: &RoomName) {
-        if let Some(handle) = self.rooms.remove(room) {
-            self.app.broker.leave(&self.channel, &handle, self.conn);
+    /// Leaves `room`; returns whether this connection was still in it.
+    fn leave(&mut self, room: &RoomName) -> bool {
+        let Some(handle) = self.rooms.remove(room) else {
+            return false;
+        };
+        // An evicted subscription was counted out by the broker already.
+        let was = self.app.broker.leave(&self.channel, &handle, self.conn);
+        if was {
             crate::metrics::subscriptions_changed(-1.0);
         }
+        was
     }
 
     fn leave_all(&mut self) {
         for (_, handle) in self.rooms.drain() {
-            self.app.broker.leave(&self.channel, &handle, self.conn);
-            crate::metrics::subscriptions_changed(-1.0);
+            if self.app.broker.leave(&self.channel, &handle, self.conn) {
+                crate::metrics::subscriptions_changed(-1.0);
+            }
+        }
+    }
+
+    /// Forgets `room` (or, with `None`, every room) whose room no longer holds
+    /// this connection: the broker evicted it (a group removal) and has told
+    /// the client and the room's other members.
+    fn forget_evicted(&mut self, room: Option<&RoomName>) {
+        let conn = self.conn;
+        match room {
+            Some(room) => {
+                if self.rooms.get(room).is_some_and(|handle| !handle.holds(conn)) {
+                    self.rooms.remove(room);
+                }
+            }
+            None => self.rooms.retain(|_, handle| handle.holds(conn)),
         }
     }
 }

@@ -19,9 +19,9 @@ use tokio::sync::Mutex;
 use crate::util::{CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, TempDir, basic_auth, http_request};
 
 /// A `rookery serve` child process on a data directory.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 fn repo() -> &'static Path {
@@ -29,7 +29,7 @@ fn repo() -> &'static Path {
 }
 
 impl Node {
-    async fn start(dir: &Path, extra: &str) -> Node {
+    pub(crate) async fn start(dir: &Path, extra: &str) -> Node {
         Node::start_with(dir, extra, "").await
     }
 
@@ -75,13 +75,13 @@ impl Node {
         Node { child, addr }
     }
 
-    async fn kill9(mut self) {
+    pub(crate) async fn kill9(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
 
     /// SIGTERM: a graceful shutdown, which flushes the store.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])

@@ -6,6 +6,7 @@ mod accounts;
 mod chat;
 mod cluster;
 mod durability;
+mod groups;
 mod hostile;
 mod jwt;
 mod ops;
