@@ -7,7 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::server::IpLimiter;
+use crate::net_limits::IpLimiter;
 
 /// One running server: configuration, broker and lifecycle handles.
 pub struct App {

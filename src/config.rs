@@ -83,6 +83,13 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Permission decisions cached per connection before the cache is reset.
     pub decision_cache_entries: usize,
+    // HTTP and connection protection (PROTOCOL.md §10), kept together.
+    /// Seconds an HTTP request's headers and body have to arrive in full; then 408 and close.
+    pub http_request_timeout_seconds: u64,
+    /// Open TCP connections (HTTP and WebSocket) the server accepts; more get 503. 0 = unlimited.
+    pub max_http_connections: usize,
+    /// Open TCP connections from one source IP; more get 429. 0 = unlimited.
+    pub max_http_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +105,9 @@ impl Default for Limits {
             ping_interval_seconds: 30,
             max_connections_per_ip: 0,
             decision_cache_entries: 1024,
+            http_request_timeout_seconds: 10,
+            max_http_connections: 10_000,
+            max_http_connections_per_ip: 1_000,
         }
     }
 }
@@ -336,6 +346,10 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("handshake_timeout_seconds", limits.handshake_timeout_seconds as usize),
         ("ping_interval_seconds", limits.ping_interval_seconds as usize),
         ("decision_cache_entries", limits.decision_cache_entries),
+        (
+            "http_request_timeout_seconds",
+            limits.http_request_timeout_seconds as usize,
+        ),
     ];
     match positive.iter().find(|(_, value)| *value == 0) {
         Some((name, _)) => Err(format!("{name} must be at least 1")),
