@@ -222,6 +222,9 @@ pub struct Overrides {
     pub static_dir: Option<PathBuf>,
     pub policies_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// Write nothing (`rookery check`): a development channel that does not
+    /// exist yet is made up in memory instead of being created on disk.
+    pub read_only: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -265,7 +268,7 @@ impl Config {
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
-            let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(&invalid)?;
+            let (dev, path) = load_or_create_dev_channel(&data_dir, overrides.read_only).map_err(&invalid)?;
             let policy = policies.get("default").ok_or_else(|| {
                 invalid(format!(
                     "the development channel needs {}/default.toml",
@@ -398,23 +401,60 @@ fn resolve_channel(entry: ChannelEntry, policies: &PolicySet) -> Result<ChannelC
     })
 }
 
-/// Reads the development channel's credentials, creating them on first start.
-fn load_or_create_dev_channel(data_dir: &Path) -> Result<(DevChannel, PathBuf), String> {
+/// Reads the development channel's credentials, creating them on first start
+/// (unless `read_only`, when missing ones are made up and not kept). The file
+/// holds a secret: it is created readable by its owner only (0600), in a data
+/// directory created 0700.
+fn load_or_create_dev_channel(data_dir: &Path, read_only: bool) -> Result<(DevChannel, PathBuf), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+
     let path = data_dir.join("dev-channel.toml");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let dev: DevChannel = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let read = |path: &Path| -> Result<Option<DevChannel>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    };
+    if let Some(dev) = read(&path)? {
         return Ok((dev, path));
     }
     let dev = DevChannel {
         id: format!("dev{}", random_alphanumeric(12)),
         secret: Secret::new(random_alphanumeric(32)),
     };
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if read_only {
+        return Ok((dev, path));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let text = format!(
         "# Rookery's development channel, created on first start and kept across restarts.\n{}",
         toml::to_string(&dev).map_err(|e| e.to_string())?
     );
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(mut file) => file
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        // Another process started at the same moment and won: use its channel.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Some(theirs) = read(&path)? {
+                return Ok((theirs, path));
+            }
+        }
+        Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+    }
     Ok((dev, path))
 }
 
@@ -451,6 +491,33 @@ mod tests {
         assert_eq!(first.auth_channel, first.channels[0].id);
         assert_eq!(first.dev_channel_file, Some(dir.join("dev-channel.toml")));
         assert_eq!(first.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn dev_channel_file_is_private_and_read_only_loads_write_nothing() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("rookery-dev-{}", random_alphanumeric(8)));
+        let mut overrides = repo_policies();
+        overrides.data_dir = Some(dir.join("data"));
+        overrides.read_only = true;
+        let peek = Config::load(None, &overrides).unwrap();
+        assert!(!dir.exists(), "a read-only load creates nothing");
+        overrides.read_only = false;
+        let created = Config::load(None, &overrides).unwrap();
+        let file = created.dev_channel_file.clone().unwrap();
+        assert_ne!(
+            peek.channels[0].id, created.channels[0].id,
+            "the made-up channel was not kept"
+        );
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.join("data")), 0o700);
+        overrides.read_only = true;
+        assert_eq!(
+            Config::load(None, &overrides).unwrap().channels[0].id,
+            created.channels[0].id
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

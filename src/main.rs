@@ -83,14 +83,17 @@ fn main() -> Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    let command = cli.command.unwrap_or(Command::Serve);
     let overrides = Overrides {
         listen: cli.common.listen,
         static_dir: cli.common.static_dir.clone(),
         policies_dir: cli.common.policies_dir.clone(),
         data_dir: cli.common.data_dir.clone(),
+        // `check` validates and shows; it must not create the data directory or credentials.
+        read_only: matches!(command, Command::Check { .. }),
     };
     let config = Config::load(cli.common.config.as_deref(), &overrides)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(config),
         Command::Token(args) => token(&config, &args),
         Command::Check { client } => check(&config, &client),
@@ -146,6 +149,16 @@ fn token(config: &Config, args: &TokenArgs) -> Result<()> {
 
 fn check(config: &Config, client: &str) -> Result<()> {
     println!("configuration OK: listening on {}", config.listen);
+    if let Some(file) = &config.dev_channel_file {
+        if file.exists() {
+            println!("development channel: credentials in {}", file.display());
+        } else {
+            println!(
+                "development channel: not created yet; `rookery serve` will write its credentials to {}",
+                file.display()
+            );
+        }
+    }
     for channel in &config.channels {
         println!(
             "\nchannel {:?}: require_auth={} policy={:?} token_ttl={}s history={} expiry={:?}",
