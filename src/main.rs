@@ -11,6 +11,13 @@ use tracing_subscriber::EnvFilter;
 
 use rookery::config::{Config, Overrides};
 
+/// With the `jemalloc` feature the binary allocates with jemalloc, whose
+/// background thread returns freed memory to the OS after a load peak (glibc
+/// keeps most of it; BENCHMARKS.md "Memory after load" has the measurements).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Rookery: a self-hosted, Scaledrone-compatible real-time messaging server.
 ///
 /// One binary is the token-issuing auth service (POST /auth), the pub/sub
