@@ -8,15 +8,19 @@
 # exit, also on error or Ctrl-C.
 #
 # Environment knobs:
-#   VARIANTS="glibc jemalloc"  which rows to run (glibc glibc-arena2 jemalloc jemalloc-decay1s)
+#   VARIANTS="glibc jemalloc"  which rows to run (glibc glibc-arena2 jemalloc jemalloc-decay1s; "" none)
 #   ROOKERY_GLIBC=path / ROOKERY_JEMALLOC=path  use these binaries instead of building
 #   CHURN_ARGS="--conns 3000"  extra arguments for alloc_churn.py
 #   PORT=18090
+#   CPU_RUNS=3  afterwards, the hot-path cost per allocator: rookery-bench's fanout (1000
+#               subscribers, 200 messages/s, 5 s) against glibc and jemalloc in turn, CPU_RUNS
+#               times each, printing server CPU µs per delivery (0 skips it)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
-VARIANTS=${VARIANTS:-"glibc glibc-arena2 jemalloc jemalloc-decay1s"}
+VARIANTS=${VARIANTS-"glibc glibc-arena2 jemalloc jemalloc-decay1s"}
+CPU_RUNS=${CPU_RUNS:-3}
 PORT=${PORT:-18090}
 OUT=$(mktemp -d)
 SERVER_PID=""
@@ -91,8 +95,8 @@ print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 PY
 }
 
-echo "| allocator | idle | 1: loaded | 1: closed +2 s | +15 s | +30 s | 2: loaded | 2: closed +2 s | +15 s | +30 s | peak |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|"
+[[ -n $VARIANTS ]] && echo "| allocator | idle | 1: loaded | 1: closed +2 s | +15 s | +30 s | 2: loaded | 2: closed +2 s | +15 s | +30 s | peak |"
+[[ -n $VARIANTS ]] && echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for variant in $VARIANTS; do
   case $variant in
     glibc) run_variant glibc "$ROOKERY_GLIBC" ;;
@@ -101,4 +105,35 @@ for variant in $VARIANTS; do
     jemalloc-decay1s) run_variant "jemalloc dirty_decay_ms:1000" "$ROOKERY_JEMALLOC" _RJEM_MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 ;;
     *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
+done
+
+[[ $CPU_RUNS == 0 ]] && exit 0
+cargo build --release -p rookery-bench >&2
+PIN_SERVER=() PIN_GEN=()
+if command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]]; then PIN_SERVER=(taskset -c 0) PIN_GEN=(taskset -c 1); fi
+echo
+echo "| allocator | run | server CPU µs/delivery | deliveries |"
+echo "|---|---|---|---|"
+for run in $(seq "$CPU_RUNS"); do
+  for variant in glibc jemalloc; do
+    binary=$ROOKERY_GLIBC
+    [[ $variant == jemalloc ]] && binary=$ROOKERY_JEMALLOC
+    rm -rf target/bench-data
+    log=$OUT/cpu-$variant-$run.log
+    RUST_LOG=warn "${PIN_SERVER[@]}" "$binary" serve --config bench/rookery-bench.toml >"$log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do grep -q "listening" "$log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening" "$log" || { cat "$log" >&2; exit 1; }
+    line=$("${PIN_GEN[@]}" target/release/rookery-bench fanout --target rookery --addr 127.0.0.1:18080 \
+      --server-pid "$SERVER_PID" --subscribers 1000 --rate 200 --duration 5 --drain 2 | grep '^{')
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=""
+    python3 - "$variant" "$run" "$line" <<'PY'
+import json, sys
+variant, run, line = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+r = line["results"]
+print(f"| {variant} | {run} | {r['server_cpu_us_per_delivery']:.3f} | {r.get('delivered', '?')} |", flush=True)
+PY
+  done
 done
