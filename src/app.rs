@@ -16,7 +16,7 @@ use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
 use crate::groups::Groups;
 use crate::groups::redb_store::RedbGroupStore;
 use crate::ids::random_alphanumeric;
-use crate::server::IpLimiter;
+use crate::net_limits::IpLimiter;
 
 /// Random characters appended to a cluster node's id: two nodes configured
 /// alike still differ (62^6 ≈ 5.7·10^10 per start).

@@ -95,6 +95,13 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Permission decisions cached per connection before the cache is reset.
     pub decision_cache_entries: usize,
+    // HTTP and connection protection (PROTOCOL.md §10), kept together.
+    /// Seconds an HTTP request's headers and body have to arrive in full; then 408 and close.
+    pub http_request_timeout_seconds: u64,
+    /// Open TCP connections (HTTP and WebSocket) the server accepts; more get 503. 0 = unlimited.
+    pub max_http_connections: usize,
+    /// Open TCP connections from one source IP; more get 429. 0 = unlimited.
+    pub max_http_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -115,6 +122,9 @@ impl Default for Limits {
             ping_interval_seconds: 30,
             max_connections_per_ip: 0,
             decision_cache_entries: 1024,
+            http_request_timeout_seconds: 10,
+            max_http_connections: 10_000,
+            max_http_connections_per_ip: 1_000,
         }
     }
 }
@@ -481,6 +491,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// Overrides `history_store` (tests run many servers without disk state).
     pub history_store: Option<HistoryStore>,
+    /// Write nothing (`rookery check`): a development channel that does not
+    /// exist yet is made up in memory instead of being created on disk.
+    pub read_only: bool,
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -536,7 +549,7 @@ impl Config {
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
-            let (dev, path) = load_or_create_dev_channel(&data_dir).map_err(&invalid)?;
+            let (dev, path) = load_or_create_dev_channel(&data_dir, overrides.read_only).map_err(&invalid)?;
             // The chat page's policy (members and guests, PROTOCOL.md §11); a
             // policies directory without it still runs the tutorial's.
             let policy = policies
@@ -636,6 +649,10 @@ fn validate_limits(limits: &Limits) -> Result<(), String> {
         ("handshake_timeout_seconds", limits.handshake_timeout_seconds as usize),
         ("ping_interval_seconds", limits.ping_interval_seconds as usize),
         ("decision_cache_entries", limits.decision_cache_entries),
+        (
+            "http_request_timeout_seconds",
+            limits.http_request_timeout_seconds as usize,
+        ),
     ];
     match positive.iter().find(|(_, value)| *value == 0) {
         Some((name, _)) => Err(format!("{name} must be at least 1")),
@@ -725,23 +742,60 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
-/// Reads the development channel's credentials, creating them on first start.
-fn load_or_create_dev_channel(data_dir: &Path) -> Result<(DevChannel, PathBuf), String> {
+/// Reads the development channel's credentials, creating them on first start
+/// (unless `read_only`, when missing ones are made up and not kept). The file
+/// holds a secret: it is created readable by its owner only (0600), in a data
+/// directory created 0700.
+fn load_or_create_dev_channel(data_dir: &Path, read_only: bool) -> Result<(DevChannel, PathBuf), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+
     let path = data_dir.join("dev-channel.toml");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let dev: DevChannel = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let read = |path: &Path| -> Result<Option<DevChannel>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    };
+    if let Some(dev) = read(&path)? {
         return Ok((dev, path));
     }
     let dev = DevChannel {
         id: format!("dev{}", random_alphanumeric(12)),
         secret: Secret::new(random_alphanumeric(32)),
     };
-    std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if read_only {
+        return Ok((dev, path));
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let text = format!(
         "# Rookery's development channel, created on first start and kept across restarts.\n{}",
         toml::to_string(&dev).map_err(|e| e.to_string())?
     );
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path);
+    match created {
+        Ok(mut file) => file
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        // Another process started at the same moment and won: use its channel.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Some(theirs) = read(&path)? {
+                return Ok((theirs, path));
+            }
+        }
+        Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+    }
     Ok((dev, path))
 }
 
@@ -817,6 +871,33 @@ mod tests {
         let quoted = dev_channel_hints("d", Path::new("my data/it's.toml"), "[::]:80".parse().unwrap());
         assert!(quoted[2].contains(r"'my data/it'\''s.toml'"), "{quoted:?}");
         assert!(quoted[2].contains("http://[::1]:80/"), "{quoted:?}");
+    }
+
+    #[test]
+    fn dev_channel_file_is_private_and_read_only_loads_write_nothing() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("rookery-dev-{}", random_alphanumeric(8)));
+        let mut overrides = repo_policies();
+        overrides.data_dir = Some(dir.join("data"));
+        overrides.read_only = true;
+        let peek = Config::load(None, &overrides).unwrap();
+        assert!(!dir.exists(), "a read-only load creates nothing");
+        overrides.read_only = false;
+        let created = Config::load(None, &overrides).unwrap();
+        let file = created.dev_channel_file.clone().unwrap();
+        assert_ne!(
+            peek.channels[0].id, created.channels[0].id,
+            "the made-up channel was not kept"
+        );
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&dir.join("data")), 0o700);
+        overrides.read_only = true;
+        assert_eq!(
+            Config::load(None, &overrides).unwrap().channels[0].id,
+            created.channels[0].id
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`http`]: routing, `/auth`, the REST API, static files, health and metrics.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`app`]: the state shared by one running server.
+//! - [`net_limits`]: connection caps, overall and per source IP.
 //! - [`server`]: accept loop, connection limits and graceful shutdown.
 
 pub mod accounts;
@@ -35,6 +36,7 @@ pub mod groups;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod net_limits;
 pub mod permissions;
 pub mod policy;
 pub mod protocol;

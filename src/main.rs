@@ -11,6 +11,13 @@ use tracing_subscriber::EnvFilter;
 
 use rookery::config::{Config, Overrides};
 
+/// With the `jemalloc` feature the binary allocates with jemalloc, whose
+/// background thread returns freed memory to the OS after a load peak (glibc
+/// keeps most of it; BENCHMARKS.md "Memory after load" has the measurements).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Rookery: a self-hosted, Scaledrone-compatible real-time messaging server.
 ///
 /// One binary is the token-issuing auth service (POST /auth), the pub/sub
@@ -113,15 +120,18 @@ fn main() -> Result<()> {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
+    let command = cli.command.unwrap_or(Command::Serve);
     let overrides = Overrides {
         listen: cli.common.listen,
         static_dir: cli.common.static_dir.clone(),
         policies_dir: cli.common.policies_dir.clone(),
         data_dir: cli.common.data_dir.clone(),
         history_store: None,
+        // `check` validates and shows; it must not create the data directory or credentials.
+        read_only: matches!(command, Command::Check { .. }),
     };
     let config = Config::load(cli.common.config.as_deref(), &overrides)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(config),
         Command::Token(args) => token(&config, &args),
         Command::User(command) => user(&config, command),
@@ -178,6 +188,16 @@ fn token(config: &Config, args: &TokenArgs) -> Result<()> {
 
 fn check(config: &Config, client: &str) -> Result<()> {
     println!("configuration OK: listening on {}", config.listen);
+    if let Some(file) = &config.dev_channel_file {
+        if file.exists() {
+            println!("development channel: credentials in {}", file.display());
+        } else {
+            println!(
+                "development channel: not created yet; `rookery serve` will write its credentials to {}",
+                file.display()
+            );
+        }
+    }
     for channel in &config.channels {
         println!(
             "\nchannel {:?}: require_auth={} policy={:?} token_ttl={}s history={} expiry={:?}",

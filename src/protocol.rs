@@ -126,7 +126,7 @@ impl DecodeError {
     pub fn refusal(self) -> Option<&'static str> {
         match self {
             DecodeError::TooLarge { .. } => Some("too_large"),
-            DecodeError::TooDeep { .. } => Some("depth"),
+            DecodeError::TooDeep { .. } => Some(crate::metrics::reason::TOO_DEEP),
             DecodeError::Malformed { .. } | DecodeError::UnknownType { .. } => None,
         }
     }
@@ -841,7 +841,7 @@ mod tests {
             DecodeError::TooDeep { callback: None }.text(),
             "Message too deeply nested"
         );
-        assert_eq!(DecodeError::TooDeep { callback: None }.refusal(), Some("depth"));
+        assert_eq!(DecodeError::TooDeep { callback: None }.refusal(), Some("too_deep"));
         assert_eq!(DecodeError::TooLarge { callback: None }.refusal(), Some("too_large"));
         assert_eq!(DecodeError::Malformed { callback: None }.refusal(), None);
     }

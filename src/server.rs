@@ -1,30 +1,48 @@
-//! The accept loop, per-IP connection limits and graceful shutdown.
+//! The accept loop, connection caps and graceful shutdown.
 //!
-//! [`run`] is what `main` calls and what the integration tests call. On
-//! shutdown it stops accepting, lets in-flight HTTP requests finish, ends every
-//! WebSocket session by dropping its TCP connection (so official clients see
-//! 1006 and reconnect elsewhere), and waits for all of it under the configured
-//! deadline.
+//! [`run`] is what `main` calls and what the integration tests call. Every
+//! accepted socket first takes a slot under the connection caps (PROTOCOL.md
+//! §10: `503` when the server is full, `429` when its source IP is); the slot
+//! travels inside the socket's wrapper ([`DeadlineStream`]), so a WebSocket
+//! keeps the slot its HTTP connection took until it closes. Failing `accept`s
+//! (out of descriptors) are retried with a capped exponential backoff and
+//! logged at most every few seconds.
+//!
+//! On shutdown it stops accepting, lets in-flight HTTP requests finish, ends
+//! every WebSocket session by dropping its TCP connection (so official clients
+//! see 1006 and reconnect elsewhere), and waits for all of it under the
+//! configured deadline.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::config::Config;
+use crate::http::deadline::{DeadlineStream, RequestClock};
+use crate::net_limits::{ConnectionLimits, Refusal};
 
 /// Pending connections the kernel queues before `accept`; bursts of reconnecting clients need room.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// Refused connections being answered at once; beyond this they are closed
+/// without an answer, so that refusing cannot itself exhaust descriptors.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+/// How long a refused connection may take, request head to answer.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
 /// Binds the listening socket with a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -42,32 +60,56 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> io::Result<()> {
     crate::metrics::install();
     let deadline = Duration::from_secs(config.shutdown_timeout_seconds);
+    let request_timeout = Duration::from_secs(config.limits.http_request_timeout_seconds);
+    let limits = ConnectionLimits::new(
+        config.limits.max_http_connections,
+        config.limits.max_http_connections_per_ip,
+    );
     let app = App::new(config, shutdown.clone()).map_err(io::Error::other)?;
     let connections = TaskTracker::new();
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let mut backoff = AcceptBackoff::default();
     let upkeep = tokio::spawn(metrics_upkeep(shutdown.clone()));
 
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff.succeeded();
+                    accepted
+                }
                 Err(error) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    crate::metrics::accept_error();
+                    let Some(pause) = backoff.failed(&error, Instant::now()) else { continue };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        let slot = match limits.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refuse(stream, refusal, &refusals);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let clock = RequestClock::new(request_timeout);
+        let io = TokioIo::new(DeadlineStream::new(stream, Arc::clone(&clock), slot));
         let app = Arc::clone(&app);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let service = service_fn(|request| crate::http::handle(request, Arc::clone(&app), peer));
+            let service =
+                service_fn(|request| crate::http::handle(request, Arc::clone(&app), peer, Arc::clone(&clock)));
+            // No hyper header timeout: the request deadline (headers and body,
+            // answered with 408) is kept by `DeadlineStream` and the router.
             let connection = http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service)
+                .header_read_timeout(None)
+                .serve_connection(io, service)
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
@@ -108,6 +150,109 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     Ok(())
 }
 
+/// Answers a connection over a cap with `503` or `429` and closes it, all
+/// within [`REFUSAL_LINGER`]. After the answer the rest of the input is
+/// drained briefly, so that closing sends FIN rather than a reset that could
+/// destroy the answer before the client reads it.
+fn refuse(mut stream: TcpStream, refusal: Refusal, in_flight: &Arc<AtomicUsize>) {
+    let (status, reason, text) = match refusal {
+        Refusal::Overall => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::metrics::reason::HTTP_CONNECTIONS,
+            "Server at its connection limit",
+        ),
+        Refusal::PerIp => (
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::metrics::reason::HTTP_CONNECTIONS_PER_IP,
+            "Too many connections from this address",
+        ),
+    };
+    crate::metrics::refused(reason);
+    crate::metrics::http_response(status.as_u16());
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS_IN_FLIGHT {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let in_flight = Arc::clone(in_flight);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            // Read the request head first (clients may not expect an answer
+            // before they have asked), but not for long and not much of it.
+            let mut head = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let _ = tokio::time::timeout(REFUSAL_LINGER / 2, async {
+                while head.len() < 8 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+            .await;
+            stream
+                .write_all(&crate::http::raw_closing_response(status, text))
+                .await?;
+            stream.shutdown().await?;
+            while stream.read(&mut chunk).await? > 0 {}
+            io::Result::Ok(())
+        })
+        .await;
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// How the accept loop reacts to failing `accept`s: errors about one
+/// connection (it was reset before we took it) are retried at once; resource
+/// errors (EMFILE, ENFILE, ENOBUFS) pause the loop, doubling from
+/// [`AcceptBackoff::FIRST`] up to [`AcceptBackoff::MAX`], and are logged at most
+/// once per [`AcceptBackoff::LOG_EVERY`] with the number of errors in between.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn succeeded(&mut self) {
+        self.pause = None;
+    }
+
+    /// Records a failed accept; returns how long to pause, if at all.
+    fn failed(&mut self, error: &io::Error, now: Instant) -> Option<Duration> {
+        use io::ErrorKind::*;
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+        ) {
+            debug!(%error, "accept failed for one connection");
+            return None;
+        }
+        let pause = self.pause.map_or(Self::FIRST, |pause| (pause * 2).min(Self::MAX));
+        self.pause = Some(pause);
+        if self
+            .last_log
+            .is_none_or(|last| now.duration_since(last) >= Self::LOG_EVERY)
+        {
+            warn!(
+                %error,
+                similar_errors_since_last_warning = self.unlogged,
+                pause_ms = pause.as_millis() as u64,
+                "accept failed (out of file descriptors?); backing off"
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        Some(pause)
+    }
+}
+
 /// Histograms keep raw samples until upkeep folds them in; do it regularly.
 async fn metrics_upkeep(shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -123,72 +268,26 @@ async fn metrics_upkeep(shutdown: CancellationToken) {
     }
 }
 
-/// Counts WebSocket connections per source IP against a limit (0 = unlimited).
-pub struct IpLimiter {
-    limit: usize,
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-/// One counted connection; releases its slot when dropped.
-pub struct IpSlot {
-    ip: IpAddr,
-    counts: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
-}
-
-impl IpLimiter {
-    pub fn new(limit: usize) -> Self {
-        IpLimiter {
-            limit,
-            counts: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    /// Takes a slot for `ip`, or `None` when it already has `limit` connections.
-    pub fn acquire(&self, ip: IpAddr) -> Option<IpSlot> {
-        if self.limit == 0 {
-            return Some(IpSlot { ip, counts: None });
-        }
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= self.limit {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            ip,
-            counts: Some(Arc::clone(&self.counts)),
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        if let Some(counts) = &self.counts {
-            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(count) = counts.get_mut(&self.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&self.ip);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ip_limiter_counts_and_releases() {
-        let limiter = IpLimiter::new(2);
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let a = limiter.acquire(ip).unwrap();
-        let _b = limiter.acquire(ip).unwrap();
-        assert!(limiter.acquire(ip).is_none());
-        assert!(limiter.acquire("127.0.0.2".parse().unwrap()).is_some());
-        drop(a);
-        assert!(limiter.acquire(ip).is_some());
-        assert!(IpLimiter::new(0).acquire(ip).is_some());
+    fn accept_backoff_doubles_caps_and_resets() {
+        let mut backoff = AcceptBackoff::default();
+        let emfile = io::Error::from_raw_os_error(24);
+        let now = Instant::now();
+        let pauses: Vec<_> = (0..10).map(|_| backoff.failed(&emfile, now).unwrap()).collect();
+        assert_eq!(pauses[0], AcceptBackoff::FIRST);
+        assert_eq!(pauses[1], AcceptBackoff::FIRST * 2);
+        assert_eq!(pauses[9], AcceptBackoff::MAX);
+        assert_eq!(backoff.unlogged, 9, "one warning for the burst");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(&emfile, now), Some(AcceptBackoff::FIRST));
+        let later = now + AcceptBackoff::LOG_EVERY;
+        backoff.failed(&emfile, later);
+        assert_eq!(backoff.unlogged, 0, "logged again after the quiet period");
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(backoff.failed(&aborted, later), None);
     }
 }

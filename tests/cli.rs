@@ -500,3 +500,291 @@ fn user_commands_check_their_input_before_the_store() {
     let gone = run(&["user", "passwd", "alice", "--password-file", password_arg]);
     assert!(!gone.status.success(), "no such user any more");
 }
+
+/// A running `serve`: the child, its port, and its stderr lines as they come.
+struct Serving {
+    child: Running,
+    port: u16,
+    stderr: mpsc::Receiver<String>,
+}
+
+/// Spawns `command` (a `serve`) and waits for the line that says where it listens.
+fn serve_child(command: &mut Command) -> Serving {
+    let mut child = Running::spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()));
+    let lines = |pipe: Box<dyn Read + Send>| {
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        receiver
+    };
+    let stdout = lines(Box::new(child.child().stdout.take().unwrap()));
+    let stderr = lines(Box::new(child.child().stderr.take().unwrap()));
+    let line = stdout.recv_timeout(TIMEOUT).expect("a line on stdout in time");
+    let port = line
+        .strip_prefix("rookery listening on http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("a port");
+    Serving { child, port, stderr }
+}
+
+impl Serving {
+    /// SIGTERM, then the exit status within 5 s.
+    fn stop(mut self) -> ExitStatus {
+        let pid = self.child.child().id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.child
+            .wait(Duration::from_secs(5))
+            .expect("exits within 5 s of SIGTERM")
+    }
+}
+
+/// The embedded default (no config file) with its data directory in `dir`.
+fn embedded(dir: &TempDir, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rookery"));
+    command
+        .arg("--policies-dir")
+        .arg(repo_policies())
+        .arg("--data-dir")
+        .arg(dir.0.join("data"))
+        .args(args)
+        .env_remove("ROOKERY_CONFIG")
+        .env_remove("ROOKERY_LISTEN")
+        .env_remove("ROOKERY_POLICIES_DIR")
+        .env_remove("ROOKERY_STATIC_DIR")
+        .env_remove("ROOKERY_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0");
+    command
+}
+
+#[test]
+fn check_writes_nothing_and_serve_keeps_the_dev_secret_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new();
+    let output = run(embedded(&dir, &["check"]));
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", text(&output.stderr));
+    assert!(stdout.contains("development channel: not created yet"), "{stdout}");
+    assert!(!dir.0.join("data").exists(), "check created the data directory");
+
+    let serving = serve_child(&mut embedded(&dir, &["--listen", "127.0.0.1:0", "serve"]));
+    let file = dir.0.join("data/dev-channel.toml");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&file), 0o600, "the channel secret is readable by its owner only");
+    assert_eq!(mode(&dir.0.join("data")), 0o700);
+    assert!(serving.stop().success());
+
+    let before = std::fs::read(&file).unwrap();
+    let output = run(embedded(&dir, &["check"]));
+    assert!(text(&output.stdout).contains("development channel: credentials in"));
+    assert_eq!(std::fs::read(&file).unwrap(), before, "check leaves the file alone");
+}
+
+/// Every metric `/metrics` must show from startup (PROTOCOL.md §10), by
+/// family name, with the series a fresh server has at zero.
+const FRESH_METRICS: &[(&str, &str, &[&str])] = &[
+    ("rookery_connections", "gauge", &["rookery_connections"]),
+    (
+        "rookery_authenticated_connections",
+        "gauge",
+        &["rookery_authenticated_connections"],
+    ),
+    ("rookery_subscriptions", "gauge", &["rookery_subscriptions"]),
+    ("rookery_rooms", "gauge", &["rookery_rooms"]),
+    ("rookery_engine_rooms", "gauge", &["rookery_engine_rooms"]),
+    (
+        "rookery_messages_published_total",
+        "counter",
+        &[
+            "rookery_messages_published_total{via=\"websocket\"}",
+            "rookery_messages_published_total{via=\"rest\"}",
+        ],
+    ),
+    (
+        "rookery_frames_delivered_total",
+        "counter",
+        &["rookery_frames_delivered_total"],
+    ),
+    (
+        "rookery_refusals_total",
+        "counter",
+        &[
+            "rookery_refusals_total{limit=\"too_large\"}",
+            "rookery_refusals_total{limit=\"too_deep\"}",
+            "rookery_refusals_total{limit=\"client_data_too_large\"}",
+            "rookery_refusals_total{limit=\"rate_limit\"}",
+            "rookery_refusals_total{limit=\"invalid_room\"}",
+            "rookery_refusals_total{limit=\"too_many_subscriptions\"}",
+            "rookery_refusals_total{limit=\"unauthorized\"}",
+            "rookery_refusals_total{limit=\"slow_consumer\"}",
+            "rookery_refusals_total{limit=\"handshake_timeout\"}",
+            "rookery_refusals_total{limit=\"http_deadline\"}",
+            "rookery_refusals_total{limit=\"http_connections\"}",
+            "rookery_refusals_total{limit=\"http_connections_per_ip\"}",
+            "rookery_refusals_total{limit=\"websocket_connections_per_ip\"}",
+        ],
+    ),
+    (
+        "rookery_slow_consumer_disconnects_total",
+        "counter",
+        &["rookery_slow_consumer_disconnects_total"],
+    ),
+    (
+        "rookery_http_responses_total",
+        "counter",
+        &[
+            "rookery_http_responses_total{status=\"408\"}",
+            "rookery_http_responses_total{status=\"429\"}",
+            "rookery_http_responses_total{status=\"503\"}",
+        ],
+    ),
+    ("rookery_http_connections", "gauge", &[]),
+    (
+        "rookery_accept_errors_total",
+        "counter",
+        &["rookery_accept_errors_total"],
+    ),
+    (
+        "rookery_handshakes_total",
+        "counter",
+        &["rookery_handshakes_total{result=\"ok\"}"],
+    ),
+    (
+        "rookery_authentications_total",
+        "counter",
+        &["rookery_authentications_total{result=\"signature\"}"],
+    ),
+    (
+        "rookery_tokens_minted_total",
+        "counter",
+        &["rookery_tokens_minted_total"],
+    ),
+    (
+        "rookery_store_commits_total",
+        "counter",
+        &["rookery_store_commits_total"],
+    ),
+    (
+        "rookery_store_committed_messages_total",
+        "counter",
+        &["rookery_store_committed_messages_total"],
+    ),
+    ("rookery_store_errors_total", "counter", &["rookery_store_errors_total"]),
+    (
+        "rookery_history_evicted_rooms_total",
+        "counter",
+        &["rookery_history_evicted_rooms_total"],
+    ),
+    ("rookery_fanout_seconds", "histogram", &["rookery_fanout_seconds_count"]),
+    (
+        "rookery_store_commit_seconds",
+        "histogram",
+        &["rookery_store_commit_seconds_count"],
+    ),
+];
+
+/// The value of one series in a Prometheus text exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn a_fresh_server_exports_every_metric() {
+    let dir = TempDir::new();
+    let config = dir.write("rookery.toml", CONFIG);
+    let serving = serve_child(&mut rookery(
+        &dir,
+        &config,
+        &repo_policies(),
+        &["serve", "--listen", "127.0.0.1:0"],
+    ));
+    let response = http_get(serving.port, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (_, metrics) = response.split_once("\r\n\r\n").expect("a body");
+    for (family, kind, zeros) in FRESH_METRICS {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}:\n{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("# TYPE {family} {kind}\n")),
+            "no TYPE for {family}:\n{metrics}"
+        );
+        for series in *zeros {
+            assert_eq!(
+                sample(metrics, series),
+                Some(0.0),
+                "{series} on a fresh server:\n{metrics}"
+            );
+        }
+    }
+    assert_eq!(sample(metrics, "rookery_store_up"), Some(1.0), "{metrics}");
+    // The scrape's own connection is open while it is answered.
+    assert_eq!(sample(metrics, "rookery_http_connections"), Some(1.0), "{metrics}");
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = sample(metrics, family).unwrap_or_else(|| panic!("{family} missing:\n{metrics}"));
+        assert!(value > 0.0, "{family} = {value}");
+    }
+    assert!(sample(metrics, "process_cpu_seconds_total").is_some(), "{metrics}");
+    assert!(metrics.contains("# TYPE process_cpu_seconds_total counter\n"));
+    assert!(serving.stop().success());
+}
+
+#[test]
+fn accept_errors_back_off_and_are_not_logged_in_a_loop() {
+    let dir = TempDir::new();
+    let config = dir.write("rookery.toml", CONFIG);
+    let program = env!("CARGO_BIN_EXE_rookery");
+    // A low descriptor limit makes `accept` fail with EMFILE once a few clients are connected.
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" --config \"$1\" --policies-dir \"$2\" --data-dir \"$3\" --listen 127.0.0.1:0 serve")
+        .arg(program)
+        .arg(&config)
+        .arg(repo_policies())
+        .arg(dir.0.join("data"))
+        .env_remove("ROOKERY_CONFIG")
+        .env("RUST_LOG", "warn");
+    let serving = serve_child(&mut command);
+    // More clients than descriptors: the kernel completes their handshakes
+    // (the listen backlog is deep), the server fails to accept the rest.
+    let clients: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(("127.0.0.1", serving.port)).expect("the backlog takes it"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let warnings = serving
+        .stderr
+        .try_iter()
+        .filter(|line| line.contains("accept failed"))
+        .count();
+    // Before the fix: a warning every 50 ms, about 30 here.
+    assert!((1..=2).contains(&warnings), "{warnings} accept warnings in 1.5 s");
+
+    // Once descriptors are free again the server accepts and answers.
+    drop(clients);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let metrics = loop {
+        let answer = std::panic::catch_unwind(|| http_get(serving.port, "/metrics")).unwrap_or_default();
+        if answer.starts_with("HTTP/1.1 200") {
+            break answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server did not recover");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let errors = sample(metrics.split_once("\r\n\r\n").unwrap().1, "rookery_accept_errors_total").unwrap();
+    assert!(errors >= 1.0, "accept errors are counted: {errors}");
+    assert!(serving.stop().success());
+}

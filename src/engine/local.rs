@@ -213,14 +213,14 @@ impl Inner {
             };
             shard.insert(room.clone(), log);
             self.in_memory.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::engine_rooms_changed(1.0);
+            crate::metrics::engine_rooms(1.0);
         }
         Ok(shard.get_mut(room).expect("inserted above"))
     }
 
     fn forgot_one(&self) {
         self.in_memory.fetch_sub(1, Ordering::Relaxed);
-        crate::metrics::engine_rooms_changed(-1.0);
+        crate::metrics::engine_rooms(-1.0);
     }
 
     #[allow(clippy::type_complexity)]

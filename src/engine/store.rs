@@ -492,12 +492,14 @@ impl Writer {
             self.bytes = bytes_before;
             report.evicted.clear();
             error!(%error, "store commit failed; the batch's messages were delivered but not stored");
-            crate::metrics::store_failed();
+            crate::metrics::store_error();
+            crate::metrics::store_up(false);
         } else if appends > 0 {
-            crate::metrics::store_committed(appends, started.elapsed());
+            crate::metrics::store_up(true);
+            crate::metrics::store_commit(started.elapsed(), appends);
         }
         if !report.evicted.is_empty() {
-            crate::metrics::history_evicted(report.evicted.len());
+            crate::metrics::history_evicted_rooms(report.evicted.len());
         }
         // The engine's bookkeeping first, so that whoever awaits an ack sees it done.
         (self.listener)(report);
@@ -742,7 +744,7 @@ impl Writer {
             Ok(pruned) => info!(pruned, "expired messages pruned from the store"),
             Err(error) => {
                 error!(%error, "store sweep failed");
-                crate::metrics::store_failed();
+                crate::metrics::store_error();
             }
         }
     }

@@ -369,7 +369,7 @@ async fn read_message(request: Request<Incoming>, app: &App) -> ApiResult<Box<Ra
         // The same nesting cap as for WebSocket messages (PROTOCOL.md §10), checked before parsing.
         let text = std::str::from_utf8(&bytes).map_err(|_| malformed("Body is not valid JSON"))?;
         if crate::protocol::nesting_exceeds(text, app.config.limits.max_json_depth) {
-            crate::metrics::refused("depth");
+            crate::metrics::refused(crate::metrics::reason::TOO_DEEP);
             return Err(malformed("Message too deeply nested"));
         }
         serde_json::from_str::<Box<RawValue>>(text).map_err(|_| malformed("Body is not valid JSON"))

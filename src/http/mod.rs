@@ -13,12 +13,15 @@
 //! - [`groups`]: the group endpoints under `/api/{c}/groups` (§11.1).
 //! - [`assets`]: the chat page and files under `static/`.
 //! - [`body`]: reading request bodies under the size limit.
+//! - [`deadline`]: the whole-request deadline (`408`) and the socket wrapper
+//!   that carries it and the connection's slot.
 
 pub mod account;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod body;
+pub(crate) mod deadline;
 pub mod form;
 pub mod groups;
 
@@ -29,11 +32,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, ORIGIN};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, ORIGIN};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
+use self::deadline::RequestClock;
 use crate::app::App;
 
 /// Every response body is a complete buffer.
@@ -42,11 +46,35 @@ pub type Body = Full<Bytes>;
 /// The path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/v3/websocket";
 
-/// Routes one request.
-pub async fn handle(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+/// Answers one request of a connection whose deadline `clock` keeps: routes
+/// it, replaces the answer with `408` when its body came too late, and counts
+/// the response by status.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    app: Arc<App>,
+    peer: SocketAddr,
+    clock: Arc<RequestClock>,
+) -> Result<Response<Body>, Infallible> {
+    let deadline = clock.begin_request();
+    let (mut response, late) = deadline::scope(deadline, route(request, app, peer)).await;
+    if late {
+        crate::metrics::refused(crate::metrics::reason::HTTP_DEADLINE);
+        response = text_response(StatusCode::REQUEST_TIMEOUT, deadline::REQUEST_TIMEOUT_TEXT);
+        // hyper closes the connection after a response that says so.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    clock.end_request(response.status() == StatusCode::SWITCHING_PROTOCOLS);
+    crate::metrics::http_response(response.status().as_u16());
+    Ok(response)
+}
+
+/// Routes one request on (method, path).
+async fn route(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
-    let response = match (&method, path.as_str()) {
+    match (&method, path.as_str()) {
         (&Method::GET, WEBSOCKET_PATH) => websocket(request, app, peer),
         (&Method::POST, "/auth") => auth::mint(request, &app).await,
         (_, "/auth") => text_response(StatusCode::METHOD_NOT_ALLOWED, "Use POST /auth"),
@@ -67,8 +95,7 @@ pub async fn handle(request: Request<Incoming>, app: Arc<App>, peer: SocketAddr)
         ),
         (&Method::GET | &Method::HEAD, _) => assets::serve(&app.config.static_dir, &path, method == Method::HEAD).await,
         _ => text_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-    };
-    Ok(response)
+    }
 }
 
 /// Upgrades `GET /v3/websocket` and hands the socket to a session task.
@@ -92,6 +119,7 @@ fn websocket(mut request: Request<Incoming>, app: Arc<App>, peer: SocketAddr) ->
         return text_response(StatusCode::SERVICE_UNAVAILABLE, "Shutting down");
     }
     let Some(ip_slot) = app.ip_limiter.acquire(peer.ip()) else {
+        crate::metrics::refused(crate::metrics::reason::WEBSOCKET_CONNECTIONS_PER_IP);
         return text_response(StatusCode::TOO_MANY_REQUESTS, "Too many connections from this address");
     };
     let limits = &app.config.limits;
@@ -140,6 +168,19 @@ pub fn text_response(status: StatusCode, text: &str) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+/// A complete plain-text HTTP/1.1 response that closes the connection, as
+/// bytes, for the places that answer on the socket without hyper (connection
+/// caps, a request whose headers are late).
+pub(crate) fn raw_closing_response(status: StatusCode, text: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        text.len()
+    )
+    .into_bytes()
 }
 
 /// A JSON response.

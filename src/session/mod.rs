@@ -177,7 +177,10 @@ impl Session {
                 _ = &mut stopped => break Ending::Drop,
                 _ = &mut shutdown => break Ending::Drop,
                 _ = &mut timer, if armed != Deadline::None => match armed {
-                    Deadline::Handshake => break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded"),
+                    Deadline::Handshake => {
+                        crate::metrics::refused(crate::metrics::reason::HANDSHAKE_TIMEOUT);
+                        break Ending::Close(CloseCode::Policy, "Handshake deadline exceeded");
+                    }
                     Deadline::Expiry(_) | Deadline::None => session.expire(),
                 },
                 _ = &mut clock_moved => {
@@ -347,7 +350,7 @@ impl Session {
             .as_ref()
             .is_some_and(|data| !protocol::fits_serialized(data, max_client_data))
         {
-            crate::metrics::refused("client_data");
+            crate::metrics::refused(crate::metrics::reason::CLIENT_DATA_TOO_LARGE);
             self.send(protocol::handshake_error(callback, texts::CLIENT_DATA_TOO_LARGE));
             return Some(Ending::Close(CloseCode::Policy, "Client data size limit exceeded"));
         }
@@ -491,6 +494,7 @@ impl Session {
         }
         let limits = &self.app.config.limits;
         let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
+            crate::metrics::refused(crate::metrics::reason::INVALID_ROOM);
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };
         let Some(state) = self.state.as_mut() else { return };
@@ -503,6 +507,7 @@ impl Session {
         if !already && state.subscriptions.rooms.len() >= limits.max_subscriptions {
             state.subscriptions.forget_evicted(None);
             if state.subscriptions.rooms.len() >= limits.max_subscriptions {
+                crate::metrics::refused(crate::metrics::reason::TOO_MANY_SUBSCRIPTIONS);
                 return self.answer(callback, Some(texts::TOO_MANY_SUBSCRIPTIONS));
             }
         }
@@ -549,6 +554,7 @@ impl Session {
             return;
         }
         let Ok(room) = RoomName::parse(room, self.app.config.limits.max_room_name_bytes) else {
+            crate::metrics::refused(crate::metrics::reason::INVALID_ROOM);
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };
         if let Some(state) = self.state.as_mut() {
@@ -562,6 +568,7 @@ impl Session {
     async fn publish(&mut self, callback: Option<i64>, room: &str, message: &serde_json::value::RawValue) {
         let limits = &self.app.config.limits;
         let Ok(room) = RoomName::parse(room, limits.max_room_name_bytes) else {
+            crate::metrics::refused(crate::metrics::reason::INVALID_ROOM);
             return self.answer(callback, Some(texts::INVALID_ROOM));
         };
         let Some(state) = self.state.as_mut() else { return };
@@ -591,7 +598,7 @@ impl Session {
                 }
             }
             Err(error) => {
-                crate::metrics::refused("unavailable");
+                crate::metrics::refused(crate::metrics::reason::UNAVAILABLE);
                 debug!(%error, "publish failed");
                 let text = match error {
                     EngineError::UnknownChannel => texts::UNKNOWN_CHANNEL,

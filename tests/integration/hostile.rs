@@ -16,7 +16,7 @@ const PAYLOAD_BYTES: usize = 60 * 1000;
 const SLOW_CONSUMERS: &str = "rookery_slow_consumer_disconnects_total";
 
 fn refused(reason: &str) -> String {
-    format!("rookery_messages_refused_total{{reason=\"{reason}\"}}")
+    format!("rookery_refusals_total{{limit=\"{reason}\"}}")
 }
 
 /// `[limits]` that let one client publish as fast as the test needs.
@@ -266,7 +266,7 @@ async fn a_subscribe_churn_flood_does_not_cut_the_other_members() {
 #[tokio::test]
 async fn oversized_client_data_fails_the_handshake_and_closes() {
     let server = TestServer::start().await;
-    let before = server.metric(&refused("client_data")).await;
+    let before = server.metric(&refused("client_data_too_large")).await;
     // `{"pad":"…"}` is 10 bytes around the padding: exactly 1 KiB fits.
     let mut fits = server.connect().await;
     let reply = fits.handshake_with(OPEN, json!({"pad": "a".repeat(1024 - 10)})).await;
@@ -284,7 +284,7 @@ async fn oversized_client_data_fails_the_handshake_and_closes() {
     );
     let close = client.expect_closed().await.expect("a close frame");
     assert!(close.reason.contains("exceeded"), "not retried by clients: {close:?}");
-    assert!(server.metric(&refused("client_data")).await > before);
+    assert!(server.metric(&refused("client_data_too_large")).await > before);
 }
 
 /// `[[…[1]…]]`, `depth` levels deep.
@@ -297,7 +297,7 @@ fn nested(depth: usize) -> Value {
 #[tokio::test]
 async fn deeply_nested_frames_are_refused_before_parsing() {
     let server = TestServer::start().await;
-    let before = server.metric(&refused("depth")).await;
+    let before = server.metric(&refused("too_deep")).await;
     let mut client = server.client(OPEN).await;
     client.subscribe("deep").await;
 
@@ -348,7 +348,7 @@ async fn deeply_nested_frames_are_refused_before_parsing() {
     assert_eq!(reply["error"], "Message too deeply nested", "{reply}");
     assert_eq!(fresh.handshake(OPEN).await.get("error"), None);
 
-    assert!(server.metric(&refused("depth")).await >= before + 4.0);
+    assert!(server.metric(&refused("too_deep")).await >= before + 4.0);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! Operations: health, metrics, `POST /auth`, static files, connection limits,
-//! the origin allow-list and graceful shutdown.
+//! the request deadline, the origin allow-list and graceful shutdown.
 
 use std::path::Path;
 use std::time::Duration;
@@ -329,21 +329,17 @@ async fn static_files_and_client_config() {
     assert_eq!(response.headers["content-type"], "application/json");
     assert_eq!(response.json(), json!({"channel": CHAT}));
 
-    // The chat page is written separately; check it when it is there.
+    // `/` falls back to index.html, served with its own type and length.
     let index = Path::new(env!("CARGO_MANIFEST_DIR")).join("static/index.html");
+    let expected = std::fs::read(&index).expect("static/index.html is part of the repository");
     let response = server.http("GET", "/", &[], "").await;
-    match std::fs::read(&index) {
-        Ok(expected) => {
-            assert_eq!(response.status, 200);
-            assert_eq!(response.headers["content-type"], "text/html; charset=utf-8");
-            assert_eq!(response.body.as_ref(), expected.as_slice());
-            let head = server.http("HEAD", "/index.html", &[], "").await;
-            assert_eq!(head.status, 200);
-            assert!(head.body.is_empty());
-            assert_eq!(head.headers["content-length"], expected.len().to_string().as_str());
-        }
-        Err(_) => assert_eq!(response.status, 404),
-    }
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(response.body.as_ref(), expected.as_slice());
+    let head = server.http("HEAD", "/index.html", &[], "").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers["content-length"], expected.len().to_string().as_str());
 
     for path in [
         "/no-such-file.js",
@@ -456,4 +452,163 @@ async fn graceful_shutdown_drops_sockets_so_clients_reconnect() {
         TcpStream::connect(addr).await.is_err(),
         "no longer accepting connections"
     );
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes
+/// it (or `RECV_TIMEOUT` passes, which fails the test): everything it answered.
+async fn raw_exchange(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_closed(&mut stream).await
+}
+
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(RECV_TIMEOUT, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        read.is_ok(),
+        "the server did not close the connection; it sent {answer:?}"
+    );
+    answer
+}
+
+/// Retries `GET /healthz` until it is answered 200, for a slot that frees
+/// asynchronously (the server sees the close a moment after the client).
+async fn eventually_healthy(server: &TestServer) {
+    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    loop {
+        let answer = raw_exchange(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        if answer.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the freed slot was not reused: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const DEADLINE_LIMITS: &str = "[limits]\nhttp_request_timeout_seconds = 1";
+
+#[tokio::test]
+async fn slow_request_bodies_get_408_and_are_closed() {
+    let server = TestServer::start_with(DEADLINE_LIMITS, "").await;
+    let before = metrics_text(&server).await;
+    // Many clients announce more body than they send (the attack in the finding).
+    let started = tokio::time::Instant::now();
+    let slow = (0..20).map(|_| {
+        raw_exchange(
+            &server,
+            b"POST /auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: 100\r\n\r\nclientID=a",
+        )
+    });
+    for answer in futures_util::future::join_all(slow).await {
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+        assert!(answer.ends_with("Request timeout"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "answered before the deadline"
+    );
+    let after = metrics_text(&server).await;
+    let value = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);
+    for series in [
+        "rookery_refusals_total{limit=\"http_deadline\"}",
+        "rookery_http_responses_total{status=\"408\"}",
+    ] {
+        assert!(
+            value(&after, series) >= value(&before, series) + 20.0,
+            "{series}\n{after}"
+        );
+    }
+    // A body that arrives in time is answered normally.
+    let response = server
+        .http(
+            "POST",
+            "/auth",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            "clientID=r3k:ok",
+        )
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+}
+
+#[tokio::test]
+async fn slow_request_headers_get_408_and_silent_connections_are_closed() {
+    let server = TestServer::start_with(DEADLINE_LIMITS, "").await;
+    let answer = raw_exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.ends_with("Request timeout"), "{answer}");
+
+    // A connection that never sends a byte is closed without an answer.
+    let answer = raw_exchange(&server, b"").await;
+    assert_eq!(answer, "");
+
+    // The deadline restarts for each request on a keep-alive connection: a
+    // first request answered, then an idle wait, then the connection closes.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        !answer.contains("408"),
+        "an idle keep-alive connection gets no 408: {answer}"
+    );
+}
+
+#[tokio::test]
+async fn websockets_outlive_the_request_deadline() {
+    let server = TestServer::start_with(DEADLINE_LIMITS, "").await;
+    let mut client = server.client(OPEN).await;
+    assert_eq!(client.subscribe("room").await.get("error"), None);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.publish("room", json!("still here")).await;
+    assert_eq!(client.recv().await["message"], "still here");
+}
+
+#[tokio::test]
+async fn http_connections_are_capped_overall() {
+    let server = TestServer::start_with("[limits]\nmax_http_connections = 2", "").await;
+    let idle = TcpStream::connect(server.addr).await.unwrap();
+    let _other = TcpStream::connect(server.addr).await.unwrap();
+    let answer = raw_exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.ends_with("Server at its connection limit"), "{answer}");
+    drop(idle);
+    eventually_healthy(&server).await;
+}
+
+#[tokio::test]
+async fn http_connections_are_capped_per_ip_and_websockets_hold_their_slot() {
+    let server = TestServer::start_with("[limits]\nmax_http_connections_per_ip = 2", "").await;
+    let mut socket = server.client(OPEN).await;
+    let _idle = TcpStream::connect(server.addr).await.unwrap();
+    let answer = raw_exchange(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
+    assert!(answer.ends_with("Too many connections from this address"), "{answer}");
+    assert_eq!(
+        upgrade(&server, None).await.err(),
+        Some(429),
+        "upgrades are connections too"
+    );
+    // Closing the WebSocket frees the slot its HTTP connection took.
+    socket.ws.close(None).await.unwrap();
+    assert_eq!(socket.expect_closed().await, None);
+    eventually_healthy(&server).await;
 }

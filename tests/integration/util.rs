@@ -389,7 +389,7 @@ impl TestServer {
         }
     }
 
-    /// One sample of `/metrics`, e.g. `rookery_messages_refused_total{reason="depth"}`; 0 when absent.
+    /// One sample of `/metrics`, e.g. `rookery_refusals_total{limit="too_deep"}`; 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
         let response = self.http("GET", "/metrics", &[], "").await;
         assert_eq!(response.status, 200);
