@@ -176,11 +176,11 @@ export const LIGHT_BG = '#ffffff';
 export const DARK_BG = '#1f2330';
 
 /**
- * Sets the colour custom properties of a coloured element: `--c` (light
- * theme) and `--c-dark`, each readable on that theme's background.
+ * Sets the colour custom properties of a coloured element: `--c-light`
+ * and `--c-dark`, each readable on that theme's background.
  */
 export function paint(node, color, ratio = 4.5) {
-  node.style.setProperty('--c', readableOn(color, LIGHT_BG, ratio));
+  node.style.setProperty('--c-light', readableOn(color, LIGHT_BG, ratio));
   // The bubble is the lightest dark background a name sits on, so it decides.
   node.style.setProperty('--c-dark', readableOn(color, DARK_BG, ratio));
   return node;

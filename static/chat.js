@@ -374,7 +374,7 @@ async function connect(guestName) {
     if (!state.dropped) {
       state.dropped = true;
       clearTimeout(state.returningTimer);
-      state.returning = new Set([...(state.returning || []), ...personKeys()]);
+      state.returning = new Set([...(state.returning || []), ...[...state.presence.values()].map(returnKey)]);
     }
   });
   drone.on('close', () => {
@@ -395,7 +395,7 @@ async function connect(guestName) {
     setStatus('online');
     if (state.dropped) {
       state.dropped = false;
-      for (const key of personKeys()) state.returning?.delete(key);
+      for (const p of state.presence.values()) state.returning?.delete(returnKey(p));
       notice('Reconnected.');
       // Whoever has not come back within the grace period is just gone.
       clearTimeout(state.returningTimer);
@@ -407,7 +407,7 @@ async function connect(guestName) {
     addPresence(raw);
     const p = state.presence.get(raw.id);
     if (!p || before.has(personKey(p)) || isMine(p)) return;
-    if (state.returning?.delete(personKey(p))) return; // back after the drop
+    if (state.returning?.delete(returnKey(p))) return; // back after the drop
     systemLine(PUBLIC_KEY, `${p.name} joined`);
   });
   room.on('member_leave', (raw) => {
@@ -502,6 +502,9 @@ window.addEventListener('storage', (event) => {
 /* -------------------------------------------------------------- presence */
 
 const personKey = (p) => (p.user ? `u:${p.user}` : `c:${p.id}`);
+// A guest comes back from a dropped connection with a new client id: the
+// name is what says it is the same person again.
+const returnKey = (p) => (p.user ? `u:${p.user}` : `g:${p.name}`);
 const isMine = (p) => (isMember() ? p.user === state.me.user : state.myIds.has(p.id));
 
 function personKeys() {
