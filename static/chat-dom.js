@@ -2,7 +2,9 @@
 //
 // Safety rule: names and messages come from other people, so they only ever
 // reach the DOM through textContent and attributes set one by one, never
-// through innerHTML. `h` is the one way the page builds elements.
+// through innerHTML. `h` is the one way the page builds elements. The only
+// markup made from message text is links (`linkified`): http(s) URLs that
+// `new URL` accepts, as <a> elements built node by node.
 
 const COLOR_RE = /^#[0-9a-fA-F]{6}$/;
 export const GREY = '#6b7280';
