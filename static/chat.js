@@ -25,7 +25,10 @@
 //                     receivers drop a retried duplicate. Who wrote a message
 //                     comes only from the frame's `user` / `client_id`.
 
-import { h, safeColor, dot, badge, shortId, textOf, formatTime, nowSeconds, decodeTokenData, newCid, GREY } from './chat-dom.js';
+import {
+  h, safeColor, dot, badge, shortId, textOf, formatTime, nowSeconds, decodeTokenData, newCid, GREY,
+  initial, paint, inkOn, linkified, cutToFit,
+} from './chat-dom.js';
 import * as account from './chat-account.js';
 
 const PUBLIC_ROOM = 'observable-room';
@@ -36,6 +39,12 @@ const GROUP_WINDOW_S = 300; // consecutive messages within this merge under one 
 const NEAR_BOTTOM_PX = 48;
 const USERNAME_RE = /^[a-z0-9_]{3,32}$/;
 const FLASH_KEY = 'rookery.chat.flash';
+const MAX_MESSAGE = 4000; // the composer's maxlength
+const COUNTER_FROM = 0.8; // show "n / limit" from this share of a limit on
+const COLLAPSE_CHARS = 700; // longer messages (or with more lines) start collapsed
+const COLLAPSE_LINES = 12;
+const RETURN_GRACE_MS = 60_000; // after a reconnect, people coming back are not news
+const CONFIG_RETRY_MS = [1000, 2000, 4000, 8000, 15000];
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -43,6 +52,7 @@ const ui = {
   statusText: $('status-text'),
   account: $('account'),
   accountName: $('account-name'),
+  accountHandle: $('account-handle'),
   logout: $('logout-button'),
   loginView: $('login-view'),
   tabs: [...document.querySelectorAll('[role="tab"]')],
@@ -57,6 +67,8 @@ const ui = {
   sidebar: $('sidebar'),
   peopleToggle: $('people-toggle'),
   peopleUnread: $('people-unread'),
+  peopleCount: $('people-count'),
+  backdrop: $('drawer-backdrop'),
   conversations: $('conversations'),
   newConvForm: $('new-conv-form'),
   newConvInput: $('new-conv-input'),
@@ -70,6 +82,8 @@ const ui = {
   jump: $('jump'),
   composer: $('composer'),
   input: $('message-input'),
+  send: $('send-button'),
+  composerNote: $('composer-note'),
 };
 
 const state = {
@@ -84,6 +98,9 @@ const state = {
   convs: new Map(), // key -> conversation ('public' or the dm room name)
   active: PUBLIC_KEY,
   inbox: null,
+  dropped: false, // the connection dropped and the public room has not answered again yet
+  returning: null, // person keys present before the drop: their rejoining is not news
+  returningTimer: null,
 };
 
 /* ------------------------------------------------------------ identity */
@@ -143,6 +160,8 @@ const STATUS_TEXT = {
 
 function setStatus(kind) {
   ui.status.dataset.state = kind;
+  // Before any connection there is nothing to report: the login screen has no pill.
+  ui.status.hidden = kind === 'idle';
   ui.statusText.textContent = STATUS_TEXT[kind];
   ui.members.classList.toggle('stale', state.entered && kind !== 'online');
 }
@@ -154,7 +173,7 @@ function showLogin(tab = 'login', message = '') {
   selectTab(tab, false);
   const error = { login: ui.loginError, register: ui.registerError, guest: ui.guestError }[tab];
   error.textContent = message;
-  setStatus(message ? 'offline' : 'idle');
+  setStatus('idle');
   focusFirst(panelOf(tab));
 }
 
@@ -269,6 +288,28 @@ function sessionEnded() {
 
 /* ------------------------------------------------------------- connecting */
 
+/**
+ * The channel id from /config.json, retried with backoff while it fails (a
+ * server restarting, a flaky network: "Failed to fetch" is usually brief).
+ * Says so in the entry form, and clears the note once it worked.
+ */
+async function loadChannel() {
+  const errorNode = () => ui[isMember() ? 'loginError' : 'guestError'];
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const channel = await account.channelId();
+      if (attempt > 0) errorNode().textContent = '';
+      return channel;
+    } catch (err) {
+      const wait = CONFIG_RETRY_MS[Math.min(attempt, CONFIG_RETRY_MS.length - 1)];
+      if (ui.loginView.hidden) showLogin(isMember() ? 'login' : 'guest');
+      errorNode().textContent = `Could not load the chat configuration: ${err.message}. Retrying in ${Math.round(wait / 1000)} s…`;
+      setStatus('reconnecting');
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}
+
 function startMember(me) {
   state.me = { user: me.user, name: me.name || me.user, color: GREY, id: null };
   connect(null);
@@ -279,13 +320,7 @@ async function connect(guestName) {
   for (const form of [ui.loginForm, ui.registerForm, ui.guestForm]) for (const c of form.elements) c.disabled = true;
   setStatus('connecting');
 
-  let channel;
-  try {
-    channel = await account.channelId();
-  } catch (err) {
-    entryFailed(`Could not load the chat configuration: ${err.message}`);
-    return;
-  }
+  const channel = await loadChannel();
 
   const drone = new Scaledrone(channel, {
     // rookery.js calls this after every (re)connect and before the token
@@ -334,7 +369,13 @@ async function connect(guestName) {
   drone.on('disconnect', () => {
     state.live = false;
     setStatus('reconnecting');
-    notice('Connection lost. Reconnecting… Messages you write now are sent when you are back.');
+    // The pill says "Reconnecting…"; the log gets one line when we are back.
+    // Everyone here now is expected back: their rejoining is not news.
+    if (!state.dropped) {
+      state.dropped = true;
+      clearTimeout(state.returningTimer);
+      state.returning = new Set([...(state.returning || []), ...[...state.presence.values()].map(returnKey)]);
+    }
   });
   drone.on('close', () => {
     state.live = false;
@@ -352,12 +393,22 @@ async function connect(guestName) {
     replacePresence(list);
     if (!state.entered) enterChat();
     setStatus('online');
+    if (state.dropped) {
+      state.dropped = false;
+      for (const p of state.presence.values()) state.returning?.delete(returnKey(p));
+      notice('Reconnected.');
+      // Whoever has not come back within the grace period is just gone.
+      clearTimeout(state.returningTimer);
+      state.returningTimer = setTimeout(() => { state.returning = null; }, RETURN_GRACE_MS);
+    }
   });
   room.on('member_join', (raw) => {
     const before = personKeys();
     addPresence(raw);
     const p = state.presence.get(raw.id);
-    if (p && !before.has(personKey(p)) && !isMine(p)) systemLine(PUBLIC_KEY, `${p.name} joined`);
+    if (!p || before.has(personKey(p)) || isMine(p)) return;
+    if (state.returning?.delete(returnKey(p))) return; // back after the drop
+    systemLine(PUBLIC_KEY, `${p.name} joined`);
   });
   room.on('member_leave', (raw) => {
     const p = state.presence.get(raw.id) || toPresence(raw);
@@ -366,9 +417,7 @@ async function connect(guestName) {
   });
   room.on('history_message', (msg) => receive(publicConversation(), msg, true));
   room.on('message', (msg) => receive(publicConversation(), msg, false));
-  room.on('resume', ({ recovered }) => {
-    if (recovered === false) notice('Some messages sent while you were away could not be recovered.');
-  });
+  room.on('resume', (info) => warnIfMissed(PUBLIC_KEY, info));
 
   if (isMember()) {
     subscribeInbox();
@@ -387,7 +436,8 @@ function enterChat() {
   ui.chatView.hidden = false;
   ui.peopleToggle.hidden = false;
   ui.account.hidden = false;
-  ui.accountName.textContent = isMember() ? `${state.me.name} (@${state.me.user})` : `${state.me.name} (guest)`;
+  ui.accountName.textContent = state.me.name;
+  ui.accountHandle.textContent = isMember() ? `@${state.me.user}` : 'guest';
   ui.logout.textContent = isMember() ? 'Log out' : 'Leave';
   ui.newConvForm.hidden = !isMember();
   renderAll();
@@ -452,6 +502,9 @@ window.addEventListener('storage', (event) => {
 /* -------------------------------------------------------------- presence */
 
 const personKey = (p) => (p.user ? `u:${p.user}` : `c:${p.id}`);
+// A guest comes back from a dropped connection with a new client id: the
+// name is what says it is the same person again.
+const returnKey = (p) => (p.user ? `u:${p.user}` : `g:${p.name}`);
 const isMine = (p) => (isMember() ? p.user === state.me.user : state.myIds.has(p.id));
 
 function personKeys() {
@@ -499,7 +552,10 @@ function presenceChanged(before) {
     if (conv.kind !== 'dm') continue;
     const was = before.has(conv.peer);
     const is = after.has(conv.peer);
-    if (was !== is && state.entered) {
+    // Around a reconnect, a partner missing from the first list and then
+    // rejoining is the same connection drop, not news.
+    const returning = state.returning?.has(`u:${conv.peer}`);
+    if (was !== is && state.entered && !returning) {
       systemLine(conv.key, is ? `${peerName(conv)} is online` : `${peerName(conv)} went offline`);
     }
   }
@@ -547,6 +603,7 @@ function ensureDm(peer) {
   });
   sub.on('history_message', (msg) => receive(conv, msg, true));
   sub.on('message', (msg) => receive(conv, msg, false));
+  sub.on('resume', (info) => warnIfMissed(room, info));
   renderConversations();
   return conv;
 }
@@ -609,6 +666,17 @@ function systemLine(key, text, tone) {
   pushEntry(conv, { kind: 'sys', text, ts: nowSeconds(), tone });
 }
 
+/**
+ * After a resubscribe: rookery.js says `recovered: false` only when it asked
+ * to fill a gap (it had seen a message in the room) and the server could not.
+ * `true` (all filled, or nothing missed) and `undefined` (nothing seen
+ * before, so the initial history was shown again) are not news.
+ */
+function warnIfMissed(key, { recovered } = {}) {
+  if (recovered !== false) return;
+  systemLine(key, 'Some messages sent while you were away could not be recovered.', 'warn');
+}
+
 /** A line in whatever conversation the reader is looking at. */
 function notice(text, tone) {
   if (!state.entered) return;
@@ -647,7 +715,11 @@ function onNewConversation(event) {
 
 function sendMessage() {
   const text = ui.input.value.trim();
-  if (!text) return; // empty messages are not sent
+  if (!text) {
+    // Empty messages are not sent; only spaces deserve a word of explanation.
+    if (ui.input.value) ui.input.limit.say('Nothing to send: the message is only spaces.');
+    return;
+  }
   const conv = state.convs.get(state.active);
   if (!conv || !state.drone) return;
   const entry = {
@@ -668,6 +740,7 @@ function sendMessage() {
   publishEntry(conv, entry);
   pushEntry(conv, entry);
   ui.input.value = '';
+  ui.input.limit.update();
   autosize();
 }
 
@@ -770,6 +843,12 @@ function renderConversations() {
   const unreadTotal = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
   ui.peopleUnread.hidden = unreadTotal === 0;
   ui.peopleUnread.textContent = String(unreadTotal);
+  ui.peopleToggle.setAttribute('aria-label', `People, ${people().length} online${unreadLabel()}`);
+}
+
+function unreadLabel() {
+  const unread = [...state.convs.values()].reduce((n, c) => n + c.unread, 0);
+  return unread ? `, ${unread} unread` : '';
 }
 
 /** One entry per person: a member's tabs together, each guest connection alone. */
@@ -790,6 +869,8 @@ function people() {
 function renderMembers() {
   const list = people();
   ui.memberCount.textContent = String(list.length);
+  ui.peopleCount.textContent = String(list.length);
+  ui.peopleToggle.setAttribute('aria-label', `People, ${list.length} online${unreadLabel()}`);
   ui.membersHint.textContent = isMember()
     ? 'Choose a member to message them privately. Guests have no private conversations.'
     : 'Private conversations are for members: log in or create an account to message someone privately.';
@@ -904,19 +985,38 @@ function entryNode(conv, entry, prev) {
   if (grouped) classes.push('cont');
   if (entry.status === 'failed') classes.push('failed');
   if (entry.status === 'queued' || entry.status === 'sending') classes.push('pending');
-  const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true', text: (entry.name || '?').trim().charAt(0).toUpperCase() || '?' });
-  avatar.style.setProperty('--c', safeColor(entry.color));
-  const author = h('span', { class: 'author', text: entry.own ? 'You' : entry.name });
-  author.style.setProperty('--c', safeColor(entry.color));
+  const color = safeColor(entry.color);
+  const avatar = h('span', { class: 'avatar', 'aria-hidden': 'true', text: initial(entry.name) });
+  avatar.style.setProperty('--c', color);
+  avatar.style.setProperty('--ink', inkOn(color));
+  const author = paint(h('span', { class: 'author', text: entry.own ? 'You' : entry.name }), color);
   const handle = entry.user && !entry.own ? h('span', { class: 'handle', text: `@${entry.user}` }) : null;
-  const body = h('div', { class: 'bubble' },
-    h('div', { class: 'meta' }, author, handle, timeNode),
-    h('p', { class: 'text', text: entry.text }),
-    entry.own ? statusLine(conv, entry) : null);
+  // A grouped message hides its header from sight only: a screen reader
+  // still hears who wrote it and when.
+  const meta = h('div', { class: grouped ? 'meta visually-hidden' : 'meta' }, author, handle, timeNode);
+  const text = h('p', { class: 'text' }, ...linkified(entry.text));
+  const body = h('div', { class: 'bubble' }, meta, text, collapser(entry, text), entry.own ? statusLine(conv, entry) : null);
   return h('li', {
     class: classes.join(' '),
     dataset: { from: entry.from || '', cid: entry.cid || '', status: entry.status || '' },
   }, avatar, body);
+}
+
+/** Very long messages start folded, with a button to read them whole. */
+function collapser(entry, text) {
+  const long = entry.text.length > COLLAPSE_CHARS || entry.text.split('\n').length > COLLAPSE_LINES;
+  if (!long) return null;
+  text.id = `text-${entry.cid || entry.id || Math.random().toString(36).slice(2)}`.replace(/[^\w-]/g, '_');
+  const button = h('button', { type: 'button', class: 'more', 'aria-controls': text.id });
+  const show = (expanded) => {
+    entry.expanded = expanded;
+    text.classList.toggle('collapsed', !expanded);
+    button.textContent = expanded ? 'Show less' : 'Show more';
+    button.setAttribute('aria-expanded', String(expanded));
+  };
+  button.addEventListener('click', () => show(!entry.expanded));
+  show(Boolean(entry.expanded));
+  return button;
 }
 
 function updateTitle() {
@@ -928,6 +1028,7 @@ function updateTitle() {
 
 function openDrawer() {
   ui.sidebar.classList.add('open');
+  ui.backdrop.hidden = false;
   ui.peopleToggle.setAttribute('aria-expanded', 'true');
   ui.sidebar.querySelector('button')?.focus();
 }
@@ -935,7 +1036,67 @@ function openDrawer() {
 function closeDrawer() {
   if (!ui.sidebar.classList.contains('open')) return;
   ui.sidebar.classList.remove('open');
+  ui.backdrop.hidden = true;
   ui.peopleToggle.setAttribute('aria-expanded', 'false');
+}
+
+/* --------------------------------------------------------- text limits */
+
+/**
+ * Watches a field with a `maxlength`: a counter once the text nears the
+ * limit, and, when a paste does not fit, keeps what fits (never half an
+ * emoji) and says that the rest was cut, instead of the browser's silent
+ * truncation. `note` is the element the field's notes go in (created after
+ * the field when not given). Sets `field.limit = {update, say}`.
+ */
+function watchLimit(field, note) {
+  const max = Number(field.getAttribute('maxlength'));
+  if (!note) {
+    note = h('p', { class: 'limit-note', id: `${field.id}-limit` });
+    field.after(note);
+  }
+  const counter = h('span', { class: 'counter' });
+  const said = h('span', { class: 'said', role: 'status' });
+  note.replaceChildren(counter, said);
+  const describedBy = (field.getAttribute('aria-describedby') || '').split(' ').filter(Boolean);
+  if (!describedBy.includes(note.id)) field.setAttribute('aria-describedby', [...describedBy, note.id].join(' '));
+
+  let message = '';
+  let ours = false;
+  const update = () => {
+    const n = field.value.length;
+    counter.textContent = n >= max * COUNTER_FROM ? `${n.toLocaleString()} / ${max.toLocaleString()} characters` : '';
+    counter.classList.toggle('full', n >= max);
+    said.textContent = message;
+    note.hidden = !counter.textContent && !message;
+    if (field === ui.input) ui.send.disabled = !field.value.trim();
+  };
+  const say = (text) => {
+    message = text;
+    update();
+  };
+  field.addEventListener('input', () => {
+    if (!ours) message = '';
+    update();
+  });
+  field.addEventListener('paste', (event) => {
+    const pasted = event.clipboardData?.getData('text/plain') || '';
+    const start = field.selectionStart ?? field.value.length;
+    const end = field.selectionEnd ?? start;
+    // What the field takes (an <input> drops line breaks from a paste).
+    const incoming = field.tagName === 'INPUT' ? pasted.replace(/\r?\n/g, ' ') : pasted.replace(/\r\n/g, '\n');
+    const room = max - (field.value.length - (end - start));
+    if (incoming.length <= room) return; // it fits: the browser pastes as usual
+    event.preventDefault();
+    const kept = cutToFit(incoming, Math.max(room, 0));
+    field.setRangeText(kept, start, end, 'end');
+    message = `Pasted text was cut: ${kept.length.toLocaleString()} of ${incoming.length.toLocaleString()} characters fit (the limit is ${max.toLocaleString()}).`;
+    ours = true;
+    field.dispatchEvent(new Event('input', { bubbles: true }));
+    ours = false;
+  });
+  field.limit = { update, say };
+  update();
 }
 
 /* -------------------------------------------------------------- wiring */
@@ -995,6 +1156,10 @@ ui.input.addEventListener('keydown', (event) => {
   }
 });
 ui.input.addEventListener('input', autosize);
+watchLimit(ui.input, ui.composerNote);
+for (const field of document.querySelectorAll('#login-view input[maxlength]')) {
+  if (field.type !== 'password') watchLimit(field);
+}
 
 ui.messages.addEventListener('scroll', () => {
   if (isNearBottom()) ui.jump.hidden = true;
@@ -1007,6 +1172,11 @@ ui.jump.addEventListener('click', () => {
 ui.peopleToggle.addEventListener('click', () => {
   if (ui.sidebar.classList.contains('open')) closeDrawer();
   else openDrawer();
+});
+// A tap outside the drawer (on the backdrop) closes it, as on every phone.
+ui.backdrop.addEventListener('click', () => {
+  closeDrawer();
+  ui.peopleToggle.focus();
 });
 document.addEventListener('keydown', (event) => {
   if (event.key === 'Escape' && ui.sidebar.classList.contains('open')) {

@@ -31,10 +31,12 @@ export async function launchBrowser() {
 /**
  * A fresh browser context (its own cookies and storage, like another
  * person's browser) with one page. Uncaught page errors are collected in
- * `page.errors` so tests can assert none happened.
+ * `page.errors` so tests can assert none happened. `colorScheme` is the
+ * emulated system preference ('light' or 'dark'); `permissions` are granted
+ * to the page's origin (e.g. the clipboard).
  */
-export async function newPage(browser, { viewport = DESKTOP } = {}) {
-  const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
+export async function newPage(browser, { viewport = DESKTOP, colorScheme = 'light', permissions } = {}) {
+  const context = await browser.newContext({ viewport, reducedMotion: 'reduce', colorScheme, permissions });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.errors = [];
