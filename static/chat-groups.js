@@ -165,6 +165,7 @@ function upsert(fresh, { announce = false } = {}) {
     const room = `${ROOM_PREFIX}${fresh.id}`;
     const conv = host.convs.get(room) || host.newConversation(room, 'group', room, null);
     group = { id: fresh.id, room, conv, sub: null, presence: new Map(), state: 'pending', retried: false, leaving: false };
+    conv.readOnly = true; // until the room is joined
     conv.describe = () => describe(group);
     // Added while we watch: what the group already said is news to us.
     conv.historyIsNew = announce;
@@ -184,18 +185,21 @@ function join(group) {
   if (group.state === 'removed') {
     host.systemLine(group.conv.key, `You were added to ${group.title} again`);
   }
-  group.state = 'joining';
-  group.conv.readOnly = false;
   group.presence.clear();
+  setState(group, 'joining');
   const sub = drone.subscribe(group.room, { historyCount: HISTORY_COUNT });
   group.sub = sub;
   sub.on('open', (err) => {
     if (group.sub !== sub) return;
-    if (err) refused(group, err);
-    else {
-      group.state = 'live';
-      group.retried = false;
-      render();
+    if (err) {
+      refused(group, err);
+      return;
+    }
+    group.retried = false;
+    setState(group, 'live');
+    // The composer was disabled while joining: give it back to a reader who is here.
+    if (host.active === group.conv.key && document.activeElement === document.body) {
+      document.getElementById('message-input')?.focus();
     }
   });
   // The server dropped the room under us (removal), or refused it on a resubscribe.
@@ -217,6 +221,16 @@ function join(group) {
   });
   sub.on('history_message', (msg) => host.receive(group.conv, msg, true));
   sub.on('message', (msg) => host.receive(group.conv, msg, false));
+}
+
+/**
+ * Moves a group to `state`: pending (known, not joined), joining, live,
+ * refused or removed. Only a live group takes messages: before that our
+ * token may not list the room yet, after it the server no longer lets us in.
+ */
+function setState(group, state) {
+  group.state = state;
+  group.conv.readOnly = state !== 'live';
   if (host.active === group.conv.key) host.renderHeader();
   render();
 }
@@ -243,27 +257,23 @@ function refused(group, err) {
   if (!group.retried) {
     // Refused on the way in: our token may predate the membership.
     group.retried = true;
-    group.state = 'refused';
+    setState(group, 'refused');
     enqueue(async () => {
       await reauthenticate();
       await refresh();
     });
     return;
   }
-  group.state = 'refused';
-  group.conv.readOnly = true;
+  setState(group, 'refused');
   host.systemLine(group.conv.key, `This group is unavailable: ${err.message}`, 'error');
-  afterChange(group);
 }
 
 /** We are no longer a member: the conversation stays, read-only, with no new messages. */
 function removed(group) {
   dropRoom(group);
-  group.state = 'removed';
-  group.conv.readOnly = true;
+  setState(group, 'removed');
   host.systemLine(group.conv.key, `You were removed from ${group.title}`, 'error');
   if (ui.membersDialog?.open && ui.membersDialog.dataset.group === group.id) ui.membersDialog.close();
-  afterChange(group);
 }
 
 /** Forgets a group on this page (after leaving it, or dismissing a removed one). */
@@ -319,7 +329,11 @@ function describe(group) {
   return {
     title: group.title,
     subtitle,
-    placeholder: group.conv.readOnly ? 'You can no longer write here' : `Message ${group.title}…`,
+    placeholder: {
+      live: `Message ${group.title}…`,
+      pending: 'Joining…',
+      joining: 'Joining…',
+    }[group.state] || 'You can no longer write here',
     empty: `This is the start of ${group.title}.`,
   };
 }
