@@ -10,7 +10,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from '../support/server.mjs';
 import {
-  PHONE, launchBrowser, registerMember, message, messageRow, send, screenshot, person, exactly,
+  PHONE, launchBrowser, registerMember, waitOnline, message, messageRow, send, screenshot, person, exactly,
 } from '../support/browser.mjs';
 
 const LAPTOP = { width: 1366, height: 768 };
@@ -69,6 +69,8 @@ describe('group rooms on the chat page', { timeout: 120_000 }, () => {
     await alice.page.locator('#conv-title', { hasText: exactly(GROUP.title) }).waitFor();
     await groupButton(alice.page).and(alice.page.locator('[data-state="live"]')).waitFor({ state: 'attached' });
     await groupButton(bob.page).waitFor({ state: 'attached' }); // in the closed drawer on a phone
+    await bob.page.getByRole('button', { name: /People/ }).click();
+    await screenshot(bob.page, 'groups-phone-drawer');
     await openGroup(bob);
     // Who is online in the group: one entry per person.
     await bob.page.locator('#conv-subtitle', { hasText: '2 members · 2 online: Alice, Bob' }).waitFor();
@@ -149,6 +151,19 @@ describe('group rooms on the chat page', { timeout: 120_000 }, () => {
     await message(bob.page, 'hello team').waitFor();
     await screenshot(bob.page, 'groups-phone-removed');
     assert.equal(await overflowsSideways(bob.page), false);
+  });
+
+  it('brings the group and its history back after a reload', async () => {
+    await alice.page.reload();
+    await waitOnline(alice.page);
+    await openGroup(alice);
+    await message(alice.page, 'after bob left').waitFor();
+    const texts = await alice.page.locator('#messages li.msg .text').allTextContents();
+    assert.deepEqual(texts, ['hello team', 'hi alice', 'after bob left']);
+    assert.match(await messageRow(alice.page, 'after bob left').getAttribute('class'), /\bown\b/);
+    assert.doesNotMatch(await messageRow(alice.page, 'hi alice').getAttribute('class'), /\bown\b/);
+    // Read on arrival: history of a group we already had is not unread.
+    assert.equal(await groupButton(alice.page).locator('.badge').count(), 0);
   });
 
   it('shows remove buttons only to the creator, and lets a member leave', async () => {
