@@ -30,6 +30,7 @@ import {
   initial, paint, inkOn, linkified, cutToFit,
 } from './chat-dom.js';
 import * as account from './chat-account.js';
+import * as groups from './chat-groups.js';
 
 const PUBLIC_ROOM = 'observable-room';
 const PUBLIC_KEY = 'public';
@@ -421,8 +422,24 @@ async function connect(guestName) {
 
   if (isMember()) {
     subscribeInbox();
+    groups.start(groupsHost(channel));
     for (const peer of cachedPeers()) ensureDm(peer);
   }
+}
+
+/** What ./chat-groups.js uses of the page: it adds conversations of kind 'group'. */
+function groupsHost(channel) {
+  return {
+    channel,
+    publicKey: PUBLIC_KEY,
+    get drone() { return state.drone; },
+    get me() { return state.me; },
+    get active() { return state.active; },
+    convs: state.convs,
+    presence: state.presence,
+    newConversation, receive, openConversation, systemLine, notice, renderAll, renderHeader,
+    toPresence, learn, userIdentity,
+  };
 }
 
 function adoptClientId(id) {
@@ -721,7 +738,7 @@ function sendMessage() {
     return;
   }
   const conv = state.convs.get(state.active);
-  if (!conv || !state.drone) return;
+  if (!conv || !state.drone || conv.readOnly) return;
   const entry = {
     kind: 'msg',
     user: state.me.user,
@@ -803,6 +820,14 @@ function renderAll() {
 
 function renderHeader() {
   const conv = state.convs.get(state.active) || publicConversation();
+  for (const control of ui.composer.elements) control.disabled = Boolean(conv.readOnly);
+  if (conv.describe) {
+    const about = conv.describe();
+    ui.convTitle.textContent = about.title;
+    ui.convSubtitle.textContent = about.subtitle;
+    ui.input.placeholder = about.placeholder;
+    return;
+  }
   if (conv.kind === 'public') {
     ui.convTitle.textContent = '# public';
     ui.convSubtitle.textContent = 'Everyone online can read this';
@@ -820,6 +845,7 @@ function renderHeader() {
 function renderConversations() {
   const items = [];
   for (const conv of state.convs.values()) {
+    if (conv.kind === 'group') continue; // listed by ./chat-groups.js
     const current = conv.key === state.active;
     const isPublic = conv.kind === 'public';
     const name = isPublic ? 'public' : peerName(conv);
@@ -844,6 +870,7 @@ function renderConversations() {
   ui.peopleUnread.hidden = unreadTotal === 0;
   ui.peopleUnread.textContent = String(unreadTotal);
   ui.peopleToggle.setAttribute('aria-label', `People, ${people().length} online${unreadLabel()}`);
+  groups.render();
 }
 
 function unreadLabel() {
@@ -916,7 +943,7 @@ function renderMessages() {
     prev = entry;
   }
   if (!nodes.length) {
-    const empty = conv.kind === 'public'
+    const empty = conv.describe ? conv.describe().empty : conv.kind === 'public'
       ? 'No messages yet. Say hello!'
       : `This is the start of your conversation with ${peerName(conv)} (@${conv.peer}).`;
     nodes.push(h('li', { class: 'empty', text: empty }));
