@@ -66,9 +66,9 @@ function parseGroup(raw) {
   if (!raw || typeof raw.id !== 'string' || !ID_RE.test(raw.id)) return null;
   const title = typeof raw.title === 'string' && raw.title.trim() ? raw.title : raw.id;
   const members = Array.isArray(raw.members) ? raw.members.filter((m) => typeof m === 'string' && USERNAME_RE.test(m)) : [];
-  // The list does not name the creator; a member's group lists them first
-  // (the server puts the creator there). A `creator` field wins if present.
-  const creator = typeof raw.creator === 'string' ? raw.creator : (members[0] || null);
+  // The server names the creator; a group an operator made has none, and
+  // then only the operator removes others.
+  const creator = typeof raw.creator === 'string' ? raw.creator : null;
   return { id: raw.id, title, members, creator };
 }
 

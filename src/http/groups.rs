@@ -50,6 +50,9 @@ impl Who {
 struct GroupView<'a> {
     id: &'a str,
     title: &'a str,
+    /// Who may remove others (besides the operator); absent for operator-made groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creator: Option<&'a str>,
     members: &'a [String],
 }
 
@@ -58,6 +61,7 @@ impl<'a> From<&'a GroupRecord> for GroupView<'a> {
         GroupView {
             id: &group.id,
             title: &group.title,
+            creator: group.creator.as_deref(),
             members: &group.members,
         }
     }

@@ -115,7 +115,7 @@ async fn create_answers_201_with_the_group_and_names_bad_fields() {
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(
         response.json(),
-        json!({"id": "team", "title": "The Team", "members": ["alice", "bob"]}),
+        json!({"id": "team", "title": "The Team", "creator": "alice", "members": ["alice", "bob"]}),
         "the creator is a member, names are lowered, the title trimmed"
     );
 
@@ -265,7 +265,7 @@ async fn members_add_the_creator_removes_and_everyone_may_leave() {
     assert_eq!(create(&server, As::Session(&dave), body).await.status, 201);
 
     // GET: each member sees their own groups; the operator sees all.
-    let team = json!({"id": "team", "title": "Team", "members": ["alice", "bob"]});
+    let team = json!({"id": "team", "title": "Team", "creator": "alice", "members": ["alice", "bob"]});
     assert_eq!(list(&server, As::Session(&bob)).await, json!([team]));
     assert_eq!(list(&server, As::Session(&carol)).await, json!([]));
     let all: Vec<Value> = list(&server, As::Operator).await.as_array().unwrap().clone();
@@ -666,15 +666,15 @@ async fn groups_and_memberships_survive_a_restart() {
     assert_eq!(
         all.json(),
         json!([
-            {"id": "ops", "title": "Ops", "members": ["alice"]},
-            {"id": "team", "title": "Team", "members": ["alice", "bob"]},
+            {"id": "ops", "title": "Ops", "creator": "alice", "members": ["alice"]},
+            {"id": "team", "title": "Team", "creator": "alice", "members": ["alice", "bob"]},
         ])
     );
     let headers = [("cookie", sessions[1].as_str())];
     let bobs = http_request(node.addr, "GET", &format!("/api/{CHAT}/groups"), &headers, Bytes::new()).await;
     assert_eq!(
         bobs.json(),
-        json!([{"id": "team", "title": "Team", "members": ["alice", "bob"]}])
+        json!([{"id": "team", "title": "Team", "creator": "alice", "members": ["alice", "bob"]}])
     );
     // The id stays taken, and the creator can still manage the group.
     let again = http_request(
