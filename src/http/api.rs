@@ -7,10 +7,8 @@
 //! requests. Permission checks go through [`crate::permissions`] like the
 //! WebSocket path.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
@@ -18,71 +16,13 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::body::{self, BodyError};
-use super::{Body, error_response, json_response};
+use super::caller::{ApiError, ApiResult, Caller, authenticate};
+use super::{Body, json_response};
 use crate::app::App;
-use crate::auth::ChannelAuth;
 use crate::broker::{Channel, MAX_HISTORY_PER_SUBSCRIBE};
 use crate::engine::redis::Deployment;
 use crate::engine::{Ack, Draft, EngineError};
 use crate::ids::{ClientId, RoomName};
-use crate::permissions::Permissions;
-use crate::token::Bearer;
-
-/// Who is calling.
-pub(super) enum Caller {
-    /// Basic auth with the channel secret, or anonymous on a channel without auth.
-    Full,
-    /// A Bearer token: may publish where its permissions allow, nothing else.
-    Token(Permissions),
-}
-
-/// A REST failure: its status and the `message` of the `{"message":"…"}` body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, message)
-    }
-
-    fn not_found() -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "Not found")
-    }
-
-    /// The one place REST errors become responses.
-    pub(super) fn into_response(self) -> Response<Body> {
-        let mut response = error_response(self.status, &self.message);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Basic realm=\"rookery\""),
-            );
-        }
-        if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            // Only the publish endpoints answer 405.
-            response
-                .headers_mut()
-                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
-        }
-        response
-    }
-}
-
-type ApiResult<T = Response<Body>> = Result<T, ApiError>;
 
 /// Handles any request under `/api`.
 pub async fn handle(request: Request<Incoming>, app: &App) -> Response<Body> {
@@ -259,52 +199,6 @@ fn unavailable(error: EngineError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
 }
 
-pub(super) fn authenticate(request: &Request<Incoming>, channel: &ChannelAuth) -> ApiResult<Caller> {
-    let Some(header) = request.headers().get(AUTHORIZATION) else {
-        return if channel.config.require_auth {
-            Err(ApiError::unauthorized("Missing credentials"))
-        } else {
-            Ok(Caller::Full)
-        };
-    };
-    let header = header
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("Malformed Authorization header"))?;
-    let (scheme, credentials) = header
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("Malformed Authorization header"))?;
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD
-            .decode(credentials.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| ApiError::unauthorized("Malformed Basic credentials"))?;
-        let (user, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| ApiError::unauthorized("Malformed Basic credentials"))?;
-        let user_ok = user == channel.config.id;
-        let password_ok = constant_time_eq(password.as_bytes(), channel.config.secret.expose().as_bytes());
-        if user_ok && password_ok {
-            Ok(Caller::Full)
-        } else {
-            Err(ApiError::unauthorized("Invalid credentials"))
-        }
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        let verified = channel
-            .verifier
-            .verify(credentials.trim(), Bearer::Rest, channel.now())
-            .map_err(|error| ApiError::unauthorized(error.to_string()))?;
-        Ok(Caller::Token(verified.permissions))
-    } else {
-        Err(ApiError::unauthorized("Unsupported authorization scheme"))
-    }
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn allow_publish(caller: &Caller, rooms: &[RoomName]) -> ApiResult<()> {
     match caller {
         Caller::Full => Ok(()),
@@ -383,13 +277,6 @@ async fn read_message(request: Request<Incoming>, app: &App) -> ApiResult<Box<Ra
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn constant_time_eq_compares_contents_and_lengths() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret!"));
-    }
 
     #[test]
     fn rooms_come_from_repeated_r_parameters() {

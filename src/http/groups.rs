@@ -20,8 +20,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::account::session_cookie;
-use super::api::{self, ApiError, Caller};
 use super::body::{self, BodyError};
+use super::caller::{self, ApiError, Caller};
 use super::{Body, error_response, json_response};
 use crate::app::App;
 use crate::auth::ChannelAuth;
@@ -213,7 +213,7 @@ async fn notify(app: &App, channel: &Channel, user: &str, notice: &RawValue) {
 /// The member behind the session cookie, or the operator behind HTTP Basic.
 fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> Result<Who, ApiError> {
     if request.headers().contains_key(AUTHORIZATION) {
-        return match api::authenticate(request, credentials)? {
+        return match caller::authenticate(request, credentials)? {
             Caller::Full => Ok(Who::Operator),
             Caller::Token(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "Bearer tokens may only publish")),
         };

@@ -21,6 +21,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod body;
+mod caller;
 pub(crate) mod deadline;
 pub mod form;
 pub mod groups;

@@ -3,17 +3,18 @@
 //! the test ends. Without `redis-server` on the PATH these tests fail, loudly.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::util::{CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request};
+use crate::util::{
+    CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request, spawn_rookery,
+};
 
 /// A `redis-server` child process without persistence.
 struct Redis {
@@ -87,10 +88,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A `rookery` node of the deployment.
 struct Node {
     child: Child,
@@ -114,34 +111,10 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.0.join("data"))
-            .arg("--policies-dir")
-            .arg(repo().join("policies"))
-            .arg("--static-dir")
-            .arg(repo().join("static"))
-            .env("RUST_LOG", "warn")
-            .env_remove("ROOKERY_REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("rookery starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("rookery prints its address in time")
-            .unwrap()
-            .expect("a line on stdout");
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (child, addr) = spawn_rookery(&config, &dir.0.join("data"), |command| {
+            command.env_remove("ROOKERY_REDIS_URL");
+        })
+        .await;
         Node { child, addr, _dir: dir }
     }
 

@@ -4,28 +4,22 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::Mutex;
 
-use crate::util::{CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, TempDir, basic_auth, http_request};
+use crate::util::{CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, TempDir, basic_auth, http_request, spawn_rookery};
 
 /// A `rookery serve` child process on a data directory.
 pub(crate) struct Node {
     child: Child,
     pub(crate) addr: SocketAddr,
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Node {
@@ -45,33 +39,7 @@ impl Node {
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--policies-dir")
-            .arg(repo().join("policies"))
-            .arg("--static-dir")
-            .arg(repo().join("static"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("rookery starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("rookery prints its address in time")
-            .unwrap()
-            .expect("a line on stdout");
-        let addr = line
-            .rsplit("http://")
-            .next()
-            .and_then(|a| a.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let (child, addr) = spawn_rookery(&config, &dir.join("data"), |_| {}).await;
         Node { child, addr }
     }
 

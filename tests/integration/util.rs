@@ -530,3 +530,43 @@ pub fn jwt_claims(token: &str) -> Value {
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
+
+/// Starts `rookery serve` as a child process with `config` and the data directory
+/// `data_dir` (the repository's policies and static files), and waits for the
+/// stdout line that says where it listens. The child is killed when dropped.
+pub async fn spawn_rookery(
+    config: &Path,
+    data_dir: &Path,
+    tune: impl FnOnce(&mut tokio::process::Command),
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rookery"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--policies-dir")
+        .arg(repo().join("policies"))
+        .arg("--static-dir")
+        .arg(repo().join("static"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    tune(&mut command);
+    let mut child = command.spawn().expect("rookery starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("rookery prints its address in time")
+        .unwrap()
+        .expect("a line on stdout");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr)
+}
