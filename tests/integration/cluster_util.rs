@@ -1,0 +1,196 @@
+//! What the cluster tests share: a `redis-server` child process on a free
+//! loopback port and `rookery` nodes (child processes) pointed at it, killed
+//! when the test ends. Without `redis-server` on the PATH these fail, loudly.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::util::{
+    CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request, spawn_rookery,
+};
+
+/// A `redis-server` child process without persistence.
+pub(crate) struct Redis {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Redis {
+    pub(crate) async fn start() -> Redis {
+        let port = free_port();
+        Redis::start_on(port).await
+    }
+
+    pub(crate) async fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("redis-server must be installed for the cluster tests (scripts/test.sh installs it): {e}")
+            });
+        let redis = Redis { child, port };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !redis.answers().await {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        redis
+    }
+
+    /// Whether it answers `PING`.
+    pub(crate) async fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply))
+                .await
+                .is_ok_and(|r| r.is_ok())
+            && &reply == b"+PONG\r\n"
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) async fn stop(mut self) -> u16 {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+        self.port
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `rookery` node of the deployment.
+pub(crate) struct Node {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Node {
+    pub(crate) async fn start(redis: &Redis) -> Node {
+        Node::start_with(redis, "").await
+    }
+
+    /// A node whose configuration has `extra` (top-level keys) besides the usual.
+    pub(crate) async fn start_with(redis: &Redis, extra: &str) -> Node {
+        let dir = TempDir::new();
+        let config = dir.0.join("rookery.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nauth_channel = \"{CHAT}\"\nhistory_store = \"memory\"\n\
+                 shutdown_timeout_seconds = 2\n{extra}\n\
+                 [cluster]\nredis_url = \"{}\"\nnode_lease_seconds = 2\n\
+                 [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n\
+                 [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\nhistory_size = 50\n",
+                redis.url(),
+            ),
+        )
+        .unwrap();
+        let (child, addr) = spawn_rookery(&config, &dir.0.join("data"), |command| {
+            command.env_remove("ROOKERY_REDIS_URL");
+        })
+        .await;
+        Node { child, addr, _dir: dir }
+    }
+
+    pub(crate) async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    pub(crate) async fn client(&self) -> Client {
+        let mut client = Client::connect(&format!("ws://{}/v3/websocket", self.addr)).await;
+        client.handshake(OPEN).await;
+        client
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        let auth = basic_auth(OPEN, OPEN_SECRET);
+        let path = format!("/api/{OPEN}/{path}");
+        let response = http_request(self.addr, "GET", &path, &[("authorization", &auth)], Bytes::new()).await;
+        let status = response.status;
+        (status, serde_json::from_str(&response.text()).unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn rest_publish(&self, room: &str, message: Value) -> (u16, Value) {
+        let auth = basic_auth(OPEN, OPEN_SECRET);
+        let path = format!("/api/{OPEN}/{room}/publish");
+        let response = http_request(
+            self.addr,
+            "POST",
+            &path,
+            &[("authorization", &auth), ("content-type", "application/json")],
+            Bytes::from(message.to_string()),
+        )
+        .await;
+        (
+            response.status,
+            serde_json::from_str(&response.text()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Polls `path` until `check` accepts its body (at most [`RECV_TIMEOUT`]).
+    pub(crate) async fn eventually(&self, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            let (status, body) = self.get(path).await;
+            if status == 200 && check(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never matched; last {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Subscribes and reads the reply; returns it.
+pub(crate) async fn subscribe(client: &mut Client, frame: Value) -> Value {
+    let mut frame = frame;
+    frame["type"] = json!("subscribe");
+    client.request(frame).await
+}
+
+/// Reads `n` publish frames of `room`.
+pub(crate) async fn publishes(client: &mut Client, n: usize) -> Vec<Value> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let frame = client.recv().await;
+        if frame["type"] == "publish" {
+            seen.push(frame);
+        }
+    }
+    seen
+}
