@@ -546,6 +546,15 @@ impl Config {
         validate_accounts(&raw.accounts).map_err(|reason| invalid(format!("[accounts]: {reason}")))?;
         validate_groups(&raw.groups).map_err(|reason| invalid(format!("[groups]: {reason}")))?;
 
+        let cluster = raw.cluster.resolve().map_err(&invalid)?;
+        if cluster.redis_url.is_some() && raw.channels.is_empty() {
+            // Each node would invent its own development channel: nodes that
+            // share no channel id are no deployment.
+            return Err(invalid(
+                "[cluster] needs [[channel]] tables, the same on every node (the development channel is one node's)"
+                    .into(),
+            ));
+        }
         let mut dev_channel_file = None;
         let mut channels = Vec::with_capacity(raw.channels.len().max(1));
         if raw.channels.is_empty() {
@@ -596,7 +605,6 @@ impl Config {
                 "node_id {node_id:?} must be non-empty and alphanumeric"
             )));
         }
-        let cluster = raw.cluster.resolve().map_err(&invalid)?;
         let listen = match overrides.listen.or(raw.listen) {
             Some(listen) => listen,
             None => DEFAULT_LISTEN
@@ -999,8 +1007,11 @@ mod tests {
         let alone = load_text("").unwrap();
         assert!(alone.cluster.redis_url.is_none());
         assert_eq!(alone.cluster.node_lease_seconds, 15);
-        let cluster =
-            load_text("[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379\"\nnode_lease_seconds = 2\n").unwrap();
+        let channel = "[[channel]]\nid = \"chat\"\nsecret = \"x\"\n";
+        let cluster = load_text(&format!(
+            "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379\"\nnode_lease_seconds = 2\n{channel}"
+        ))
+        .unwrap();
         assert_eq!(cluster.cluster.node_lease_seconds, 2);
         assert!(
             !format!("{cluster:?}").contains("pw@"),
@@ -1008,6 +1019,9 @@ mod tests {
         );
         let err = load_text("[cluster]\nredis_url = \"http://x\"\n").unwrap_err();
         assert!(err.to_string().contains("redis://"), "{err}");
+        // Nodes that each invent a development channel share nothing.
+        let err = load_text("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n").unwrap_err();
+        assert!(err.to_string().contains("[cluster] needs [[channel]] tables"), "{err}");
     }
 
     #[test]
