@@ -169,6 +169,14 @@ fn register_all() {
             "rookery_history_evicted_rooms_total",
             "Rooms whose stored history was dropped to keep a channel under its byte bound.",
         ),
+        (
+            "rookery_cluster_gap_fills_total",
+            "Offset gaps in a room's Redis pub/sub delivery filled from the room's stream (cluster mode).",
+        ),
+        (
+            "rookery_cluster_resyncs_total",
+            "Offset gaps the room's stream could no longer fill: the room's local subscribers were dropped to resync (cluster mode).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(*name, *help);
@@ -303,6 +311,14 @@ pub fn store_error() {
 /// `rooms` rooms lost their stored history to the per-channel byte bound.
 pub fn history_evicted_rooms(rooms: usize) {
     counter!("rookery_history_evicted_rooms_total").increment(rooms as u64);
+}
+/// The cluster engine filled a gap in a room's pub/sub delivery from its stream.
+pub(crate) fn cluster_gap_filled() {
+    counter!("rookery_cluster_gap_fills_total").increment(1);
+}
+/// The cluster engine could not fill a gap and dropped a room's local subscribers.
+pub(crate) fn cluster_resync() {
+    counter!("rookery_cluster_resyncs_total").increment(1);
 }
 /// Rooms held by the engine changed by `delta`.
 pub fn engine_rooms(delta: f64) {

@@ -681,6 +681,16 @@ const FRESH_METRICS: &[(&str, &str, &[&str])] = &[
         "counter",
         &["rookery_history_evicted_rooms_total"],
     ),
+    (
+        "rookery_cluster_gap_fills_total",
+        "counter",
+        &["rookery_cluster_gap_fills_total"],
+    ),
+    (
+        "rookery_cluster_resyncs_total",
+        "counter",
+        &["rookery_cluster_resyncs_total"],
+    ),
     ("rookery_fanout_seconds", "histogram", &["rookery_fanout_seconds_count"]),
     (
         "rookery_store_commit_seconds",

@@ -73,6 +73,38 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The URL of an ACL user's connection (see [`Redis::command`] to create one).
+    pub(crate) fn url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one command as the default user and returns the first line of the
+    /// reply (`+OK`, `:2`, …); panics on an error reply. Enough for the
+    /// administrative commands the fault tests need (`ACL SETUSER`, `CLIENT KILL`).
+    pub(crate) async fn command(&self, args: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("redis-server is up");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte))
+                .await
+                .expect("redis-server answers in time")
+                .unwrap();
+            assert_eq!(read, 1, "redis-server closed the connection after {args:?}");
+            reply.push(byte[0]);
+        }
+        let reply = String::from_utf8_lossy(&reply).trim_end().to_owned();
+        assert!(!reply.starts_with('-'), "{args:?} failed: {reply}");
+        reply
+    }
+
     pub(crate) async fn stop(mut self) -> u16 {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
@@ -88,6 +120,9 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// The `history_size` of the `open` channel on every node.
+pub(crate) const OPEN_HISTORY: usize = 50;
+
 /// A `rookery` node of the deployment.
 pub(crate) struct Node {
     child: Child,
@@ -102,6 +137,11 @@ impl Node {
 
     /// A node whose configuration has `extra` (top-level keys) besides the usual.
     pub(crate) async fn start_with(redis: &Redis, extra: &str) -> Node {
+        Node::start_at(&redis.url(), extra).await
+    }
+
+    /// A node reaching Redis at `redis_url` (e.g. [`Redis::url_as`] an ACL user).
+    pub(crate) async fn start_at(redis_url: &str, extra: &str) -> Node {
         let dir = TempDir::new();
         let config = dir.0.join("rookery.toml");
         std::fs::write(
@@ -109,10 +149,9 @@ impl Node {
             format!(
                 "listen = \"127.0.0.1:0\"\nauth_channel = \"{CHAT}\"\nhistory_store = \"memory\"\n\
                  shutdown_timeout_seconds = 2\n{extra}\n\
-                 [cluster]\nredis_url = \"{}\"\nnode_lease_seconds = 2\n\
+                 [cluster]\nredis_url = \"{redis_url}\"\nnode_lease_seconds = 2\n\
                  [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n\
-                 [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\nhistory_size = 50\n",
-                redis.url(),
+                 [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\nhistory_size = {OPEN_HISTORY}\n",
             ),
         )
         .unwrap();
@@ -132,6 +171,18 @@ impl Node {
         let mut client = Client::connect(&format!("ws://{}/v3/websocket", self.addr)).await;
         client.handshake(OPEN).await;
         client
+    }
+
+    /// One sample of the node's `/metrics`, e.g. `rookery_cluster_gap_fills_total`; 0 when absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let response = http_request(self.addr, "GET", "/metrics", &[], Bytes::new()).await;
+        assert_eq!(response.status, 200);
+        response
+            .text()
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {

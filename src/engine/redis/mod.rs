@@ -155,7 +155,13 @@ impl RedisEngine {
             .set_push_sender(push_tx)
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(2)
+            // Keep trying to connect, every 500 ms at most, however long it takes. The
+            // manager starts a new attempt only after an I/O error: an attempt that ends
+            // in any other error (`WRONGPASS` while an ACL user is off, `LOADING` while
+            // a restarted Redis reads its data) would stay its answer to every request
+            // forever, and the node would never come back. Requests keep their
+            // [`COMMAND_TIMEOUT`] meanwhile.
+            .set_number_of_retries(usize::MAX)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(bad_url)?;
         let node: Arc<str> = options.node_id.into();
@@ -759,10 +765,12 @@ impl Actor {
         sub.last = Some(to);
         if !complete {
             let dropped = self.delivery.resync(&sub.channel, &sub.room);
+            crate::metrics::cluster_resync();
             warn!(room = %sub.room, after, to, dropped, "messages lost in transit and trimmed from history; subscribers must resync");
             return Ok(());
         }
         debug!(room = %sub.room, count = messages.len(), "filled a gap from the stream");
+        crate::metrics::cluster_gap_filled();
         for message in &messages {
             self.delivery.deliver(&sub.channel, message);
         }

@@ -23,7 +23,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import Scaledrone from 'scaledrone-node';
-import { startServer, fetchToken, CHAT, OPEN } from '../support/server.mjs';
+import { startServer, startCluster, fetchToken, CHAT, OPEN } from '../support/server.mjs';
 
 const WAIT_MS = 5_000;
 const TEST_MS = 60_000;
@@ -173,20 +173,25 @@ function isDeepEqual(a, b) {
   }
 }
 
+/** Teardown only: closes every user without letting the client reconnect. */
+function closeAll(users) {
+  for (const u of users) {
+    // A socket the server drops while we close it ends with 1006,
+    // which would make the client schedule reconnects and keep node alive.
+    u.drone.autoReconnect = false;
+    if (!u.closed) {
+      u.closed = true;
+      u.drone.close();
+    }
+  }
+}
+
 /** Starts a server and closes every user, then the server, when the test ends. */
 async function setup(t) {
   const server = await startServer();
   const users = [];
   t.after(async () => {
-    for (const u of users) {
-      // Teardown only: a socket the server drops while we close it ends with 1006,
-      // which would make the client schedule reconnects and keep node alive.
-      u.drone.autoReconnect = false;
-      if (!u.closed) {
-        u.closed = true;
-        u.drone.close();
-      }
-    }
+    closeAll(users);
     await within(server.stop(), 'graceful server stop (SIGTERM)', 10_000).catch(async (e) => {
       await server.kill();
       throw e;
@@ -198,6 +203,26 @@ async function setup(t) {
     return u;
   };
   return { server, user };
+}
+
+/**
+ * Starts a deployment of two nodes sharing a fresh `redis-server` (PROTOCOL.md §13);
+ * `user(node, channel, options)` connects to that node. Everything is stopped when
+ * the test ends: users, nodes, Redis.
+ */
+async function setupCluster(t) {
+  const cluster = await startCluster({ nodes: 2 });
+  const users = [];
+  t.after(async () => {
+    closeAll(users);
+    await within(cluster.stop(), 'cluster stop (nodes, then Redis)', 15_000);
+  });
+  const user = (node, channel, options) => {
+    const u = new User(node, channel, options);
+    users.push(u);
+    return u;
+  };
+  return { nodes: cluster.nodes, user };
 }
 
 /** A user on the auth channel: connect, read the client id, fetch a token, authenticate. */
@@ -522,4 +547,49 @@ test('drone.close() ends the socket cleanly, so the official client does not rec
     'no close frame back (RFC 6455 §5.5.1), and the official client then treats drone.close() as a dropped ' +
     'connection and reconnects');
   assert.notEqual(u.closeCodes[0], 1006);
+});
+
+test('cluster: a client on node B gets what is published on node A and sees A\'s members', { timeout: TEST_MS }, async (t) => {
+  const { nodes: [nodeA, nodeB], user } = await setupCluster(t);
+  const lobby = 'observable-cluster';
+  const onA = user(nodeA, OPEN.id, { name: 'on A', data: { node: 'A' } });
+  await onA.connect();
+  const aLobby = await onA.join(lobby);
+  await onA.wait(aLobby, 'members', undefined, 'members on A');
+
+  // B's member list is the deployment's: it includes the member on A, with its clientData.
+  const onB = user(nodeB, OPEN.id, { name: 'on B' });
+  await onB.connect();
+  assert.notEqual(onB.id.split(':')[0], onA.id.split(':')[0], 'client ids of different nodes have different prefixes');
+  const bLobby = await onB.join(lobby);
+  const members = await onB.wait(bLobby, 'members', undefined, 'members on B');
+  assert.deepEqual(sortIds(members), [onA.id, onB.id].sort(), `B's members event lists A's member: ${JSON.stringify(members)}`);
+  assert.deepEqual(members.find((m) => m.id === onA.id), { id: onA.id, clientData: { node: 'A' } });
+  assert.deepEqual(await onA.wait(aLobby, 'member_join', (m) => m.id === onB.id, 'member_join(on B) on A'), { id: onB.id });
+
+  // A WebSocket publish on A reaches B, with A's client id and member.
+  onA.drone.publish({ room: lobby, message: { via: 'websocket on A' } });
+  const viaSocket = await onB.message(lobby, { via: 'websocket on A' });
+  assert.equal(viaSocket.clientId, onA.id);
+  assert.deepEqual(viaSocket.member, { id: onA.id, clientData: { node: 'A' } });
+  assertTimestamp(viaSocket.timestamp);
+
+  // A REST publish on A reaches B in a plain room, with no client id.
+  await onB.join('plain-cluster');
+  const auth = `Basic ${Buffer.from(`${OPEN.id}:${OPEN.secret}`).toString('base64')}`;
+  const res = await within(fetch(`${nodeA.url}/api/${OPEN.id}/plain-cluster/publish`, {
+    method: 'POST',
+    headers: { authorization: auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ via: 'rest on A' }),
+  }), 'REST publish on A');
+  assert.equal(res.status, 200, await res.clone().text());
+  const { id } = await res.json();
+  const viaRest = await onB.message('plain-cluster', { via: 'rest on A' });
+  assert.equal(viaRest.id, id, 'the id REST answered is the one delivered');
+  assert.equal(viaRest.clientId, undefined);
+
+  // A's member leaving on A is a member_leave on B.
+  await onA.close();
+  assert.deepEqual(await onB.wait(bLobby, 'member_leave', (m) => m.id === onA.id, 'member_leave(on A) on B'), { id: onA.id, clientData: { node: 'A' } });
+  for (const u of [onA, onB]) assert.deepEqual(u.log.of('error'), [], `${u.label}: no errors`);
 });

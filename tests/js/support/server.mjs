@@ -1,7 +1,9 @@
 // Starts a real Rookery server for a Node test: writes a throw-away config with
 // known channels, spawns the binary on an ephemeral port and waits for the
-// "rookery listening on http://HOST:PORT" line it prints once bound.
+// "rookery listening on http://HOST:PORT" line it prints once bound. For the
+// cluster tests, `startCluster` starts a `redis-server` and several such nodes.
 import { spawn } from 'node:child_process';
+import { createServer, connect } from 'node:net';
 import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -55,9 +57,11 @@ policy = "default"
 ${policy === 'chat' ? CHEAP_HASHING : ''}
 ${extraToml}
 `);
+  // The config's `[cluster] redis_url` decides, never the environment's.
+  const { ROOKERY_REDIS_URL: _ignored, ...env } = process.env;
   const child = spawn(rookeryBinary(), ['serve', '--config', config], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    env: { ...env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });
   let output = '';
   const url = await new Promise((resolveUrl, reject) => {
@@ -84,6 +88,92 @@ ${extraToml}
     /** Hard kill (SIGKILL), waits for exit. */
     async kill() { if (child.exitCode === null) { child.kill('SIGKILL'); await exited; } },
   };
+}
+
+/** A free loopback TCP port (bound, read, released). */
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolveListen, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolveListen);
+  });
+  const { port } = server.address();
+  await new Promise((resolveClose) => server.close(resolveClose));
+  return port;
+}
+
+/**
+ * Start `redis-server` (on the PATH; scripts/test.sh installs it) on a free
+ * loopback port, without persistence, and wait until it answers `PING`.
+ * Resolves to `{ url, port, stop() }`.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr.on('data', (c) => { output += c; });
+  const exited = new Promise((r) => child.on('exit', r));
+  const spawned = new Promise((resolveSpawn, reject) => {
+    child.once('spawn', resolveSpawn);
+    child.once('error', (e) => reject(new Error(`redis-server must be installed for the cluster tests: ${e.message}`)));
+  });
+  await spawned;
+  const stop = async () => { if (child.exitCode === null && child.signalCode === null) { child.kill('SIGKILL'); await exited; } };
+  const deadline = Date.now() + 10_000;
+  while (!(await answersPing(port))) {
+    if (Date.now() > deadline || child.exitCode !== null) {
+      await stop();
+      throw new Error(`redis-server did not come up on port ${port}:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { url: `redis://127.0.0.1:${port}`, port, stop };
+}
+
+/** Whether a Redis on `port` answers `PING` with `+PONG`. */
+function answersPing(port) {
+  return new Promise((resolvePing) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (ok) => { socket.destroy(); resolvePing(ok); };
+    socket.setTimeout(1_000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+/**
+ * A deployment of `nodes` Rookery nodes sharing one fresh `redis-server`
+ * (docs/cluster.md), each started like `startServer` with a `[cluster]` table.
+ * Resolves to `{ redis, nodes, stop() }`; `stop()` stops the nodes gracefully
+ * (killing any that do not stop), then Redis, and is safe to call twice.
+ */
+export async function startCluster({ nodes = 2 } = {}) {
+  const redis = await startRedis();
+  const started = [];
+  const stop = async () => {
+    const stopping = started.splice(0);
+    const results = await Promise.allSettled(stopping.map((node) => node.stop()));
+    await Promise.all(stopping.map((node) => node.kill()));
+    await redis.stop();
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
+  try {
+    for (let i = 0; i < nodes; i += 1) {
+      started.push(await startServer({ extraToml: `[cluster]\nredis_url = "${redis.url}"\nnode_lease_seconds = 2\n` }));
+    }
+  } catch (e) {
+    await stop().catch(() => {});
+    throw e;
+  }
+  return { redis, nodes: [...started], stop };
 }
 
 /** Mint a token from the embedded auth service, as the tutorial page does. */
