@@ -145,6 +145,10 @@ fn serve(config: Config) -> Result<()> {
         let listener =
             rookery::server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let address = listener.local_addr()?;
+        // Before the line below: whoever sees it may signal us at once, and an
+        // uninstalled handler would let SIGTERM kill the process ungracefully.
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(install_signal_handlers(), shutdown.clone()));
         // Scripts and tests wait for this line on stdout.
         println!("rookery listening on http://{address}");
         if let Some(file) = &config.dev_channel_file {
@@ -152,18 +156,27 @@ fn serve(config: Config) -> Result<()> {
                 tracing::info!("{line}");
             }
         }
-        let shutdown = CancellationToken::new();
-        tokio::spawn(wait_for_signal(shutdown.clone()));
         rookery::server::run(listener, config, shutdown).await?;
         Ok(())
     })
 }
 
-async fn wait_for_signal(shutdown: CancellationToken) {
+type SignalStreams = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+/// SIGINT and SIGTERM streams; `None` (logged) when they cannot be installed.
+fn install_signal_handlers() -> Option<SignalStreams> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(interrupt), Ok(terminate)) => Some((interrupt, terminate)),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            None
+        }
+    }
+}
+
+async fn wait_for_signal(signals: Option<SignalStreams>, shutdown: CancellationToken) {
+    let Some((mut interrupt, mut terminate)) = signals else {
         return;
     };
     tokio::select! {
