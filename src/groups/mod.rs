@@ -43,6 +43,7 @@
 //! - [`redb_store`]: the store in the embedded database.
 
 pub mod redb_store;
+pub(crate) mod redis_store;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
@@ -269,6 +270,28 @@ impl Groups {
         }
         self.store.save(channel, &group)?;
         Ok(group)
+    }
+
+    /// Takes `user` out of every group they belong to on `channels`, for
+    /// `rookery user remove`: a removed account leaves no memberships behind
+    /// (a new account of the same name starts in no group). Returns how many
+    /// groups they left. Their live connections are not evicted from here
+    /// (the command runs outside the server); the membership check refuses
+    /// them from then on.
+    pub fn remove_user_everywhere(&self, channels: &[&str], user: &str) -> Result<usize, GroupError> {
+        let _writing = self.lock();
+        let mut left = 0;
+        for channel in channels {
+            for id in self.store.groups_of(channel, user)? {
+                let Some(mut group) = self.store.group(channel, &id)? else {
+                    continue;
+                };
+                group.members.retain(|member| member != user);
+                self.store.save(channel, &group)?;
+                left += 1;
+            }
+        }
+        Ok(left)
     }
 
     /// The ids of `user`'s groups on `channel`, for the token's `{group}` rules.
@@ -500,6 +523,29 @@ mod tests {
         assert_eq!(groups.list("c", Actor::Member("dave")).unwrap()[0].id, "team");
         assert!(groups.list("c", ALICE).unwrap().is_empty());
         assert_eq!(groups.list("c", Actor::Operator).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_removed_user_leaves_every_group_on_every_channel() {
+        let groups = groups(GroupsConfig::default());
+        groups
+            .create("c", ALICE, "team", "Team", &names(&["bob", "carol"]))
+            .unwrap();
+        groups.create("c", ALICE, "ops", "Ops", &names(&["bob"])).unwrap();
+        groups.create("d", Actor::Member("bob"), "team", "Team", &[]).unwrap();
+        groups.create("c", ALICE, "solo", "Solo", &[]).unwrap();
+        assert_eq!(groups.remove_user_everywhere(&["c", "d"], "bob").unwrap(), 3);
+        assert!(groups.groups_of("c", "bob").unwrap().is_empty());
+        assert!(groups.groups_of("d", "bob").unwrap().is_empty());
+        assert!(!groups.is_member("c", "team", "bob"));
+        let team = groups
+            .list("c", ALICE)
+            .unwrap()
+            .into_iter()
+            .find(|g| g.id == "team")
+            .unwrap();
+        assert_eq!(team.members, ["alice", "carol"], "the others stay, in order");
+        assert_eq!(groups.remove_user_everywhere(&["c", "d"], "bob").unwrap(), 0);
     }
 
     #[test]

@@ -58,3 +58,70 @@ pub trait GroupStore: Send + Sync {
     fn groups_of(&self, channel: &str, user: &str) -> Result<Vec<String>, GroupStoreError>;
     fn is_member(&self, channel: &str, id: &str, user: &str) -> Result<bool, GroupStoreError>;
 }
+
+/// The behaviour every [`GroupStore`] must have, as test cases each backend
+/// runs against itself (next to its code).
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn group(id: &str, members: &[&str]) -> GroupRecord {
+        GroupRecord {
+            id: id.into(),
+            title: id.to_uppercase(),
+            creator: members.first().map(|m| (*m).to_owned()),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+            created_at: 1,
+        }
+    }
+
+    pub(crate) fn an_empty_store_answers(store: &dyn GroupStore) {
+        assert_eq!(store.group("c", "g").unwrap(), None);
+        assert!(store.groups("c").unwrap().is_empty());
+        assert!(store.groups_of("c", "alice").unwrap().is_empty());
+        assert!(!store.is_member("c", "g", "alice").unwrap());
+    }
+
+    pub(crate) fn records_and_the_index_change_together_per_channel(store: &dyn GroupStore) {
+        store.create("c", &group("team", &["alice", "bob"])).unwrap();
+        store.create("c", &group("ops", &["alice"])).unwrap();
+        store.create("d", &group("team", &["carol"])).unwrap();
+        assert_eq!(
+            store.create("c", &group("team", &["carol"])),
+            Err(GroupStoreError::Taken)
+        );
+        assert!(
+            !store.is_member("c", "team", "carol").unwrap(),
+            "a refused create indexes nobody"
+        );
+        let ids: Vec<String> = store.groups("c").unwrap().into_iter().map(|g| g.id).collect();
+        assert_eq!(ids, ["ops", "team"]);
+        assert_eq!(store.groups_of("c", "alice").unwrap(), ["ops", "team"]);
+        assert_eq!(store.groups_of("d", "alice").unwrap(), Vec::<String>::new());
+        assert!(store.is_member("d", "team", "carol").unwrap());
+        assert!(!store.is_member("c", "team", "carol").unwrap());
+
+        let mut team = store.group("c", "team").unwrap().unwrap();
+        team.members = vec!["alice".into(), "carol".into()];
+        store.save("c", &team).unwrap();
+        assert_eq!(store.group("c", "team").unwrap(), Some(team.clone()));
+        assert!(!store.is_member("c", "team", "bob").unwrap());
+        assert!(store.groups_of("c", "bob").unwrap().is_empty());
+        assert_eq!(store.groups_of("c", "carol").unwrap(), ["team"]);
+        // The other channel's group of the same id is untouched.
+        assert_eq!(store.group("d", "team").unwrap().unwrap().members, ["carol"]);
+
+        // Down to no members: nobody is indexed, the group stays.
+        team.members.clear();
+        store.save("c", &team).unwrap();
+        assert_eq!(store.groups_of("c", "alice").unwrap(), ["ops"]);
+        assert!(!store.is_member("c", "team", "carol").unwrap());
+        assert_eq!(store.group("c", "team").unwrap(), Some(team));
+    }
+
+    /// Every case on a fresh store from `fresh`.
+    pub(crate) fn all(fresh: impl Fn() -> Box<dyn GroupStore>) {
+        an_empty_store_answers(&*fresh());
+        records_and_the_index_change_together_per_channel(&*fresh());
+    }
+}
