@@ -85,18 +85,22 @@ impl GroupStore for RedbGroupStore {
         })
     }
 
-    fn save(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError> {
+    fn save(&self, channel: &str, previous: &GroupRecord, group: &GroupRecord) -> Result<(), GroupStoreError> {
         let value = serde_json::to_vec(group).map_err(backend)?;
         let id = group.id.as_str();
         self.write(|txn| {
             let mut groups = txn.open_table(GROUPS).map_err(backend)?;
-            let old = groups
-                .insert((channel, id), value.as_slice())
+            let stored = groups
+                .get((channel, id))
                 .map_err(backend)?
-                .map(|old| decode(old.value()))
+                .map(|stored| decode(stored.value()))
                 .transpose()?;
+            if stored.as_ref() != Some(previous) {
+                return Err(GroupStoreError::Changed);
+            }
+            groups.insert((channel, id), value.as_slice()).map_err(backend)?;
             let mut index = txn.open_table(GROUP_MEMBERS).map_err(backend)?;
-            for gone in old.iter().flat_map(|old| &old.members) {
+            for gone in &previous.members {
                 if !group.has_member(gone) {
                     index.remove((channel, gone.as_str(), id)).map_err(backend)?;
                 }

@@ -11,8 +11,10 @@
 //! | `rookery:{groups/<ch>}:of:<user>` | set of group ids | the per-user index |
 //!
 //! `is_member` is one `SISMEMBER`, `groups_of` one `SMEMBERS`; changes are one
-//! script each, which reads the old record's members (with Redis's `cjson`)
-//! to update the index for the members that changed.
+//! script each. `save` is a compare and set against the record the service
+//! read (several nodes change groups concurrently), and reads the old
+//! record's members (with Redis's `cjson`) to update the index for the
+//! members that changed.
 
 use redis::{Connection, RedisError, Script};
 
@@ -28,19 +30,20 @@ return 1
 ";
 
 /// KEYS: the channel's group hash. ARGV: id, record JSON, index key prefix,
-/// then the new members. Index entries of members no longer listed go.
+/// the previous record's JSON, then the new members. Compare and set: returns
+/// 0 and writes nothing when the stored record is not the previous one;
+/// index entries of members no longer listed go.
 const SAVE: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local keep = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   keep[ARGV[i]] = true
   redis.call('SADD', ARGV[3] .. ARGV[i], ARGV[1])
 end
-if old then
-  for _, member in ipairs(cjson.decode(old).members) do
-    if not keep[member] then redis.call('SREM', ARGV[3] .. member, ARGV[1]) end
-  end
+for _, member in ipairs(cjson.decode(old).members) do
+  if not keep[member] then redis.call('SREM', ARGV[3] .. member, ARGV[1]) end
 end
 return 1
 ";
@@ -83,32 +86,48 @@ impl RedisGroupStore {
     fn run<T>(&self, call: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, GroupStoreError> {
         self.pool.run(call).map_err(|error: RedisError| backend(error))
     }
+}
 
-    /// Runs `script` with the record, then its members as arguments.
-    fn write(&self, script: &Script, channel: &str, group: &GroupRecord) -> Result<i64, GroupStoreError> {
+impl GroupStore for RedisGroupStore {
+    fn create(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError> {
         let value = serde_json::to_string(group).map_err(backend)?;
-        self.run(|c| {
-            script
+        let created: i64 = self.run(|c| {
+            self.create
                 .key(groups_key(channel))
                 .arg(&group.id)
                 .arg(value)
                 .arg(index_prefix(channel))
                 .arg(&group.members)
                 .invoke(c)
-        })
-    }
-}
-
-impl GroupStore for RedisGroupStore {
-    fn create(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError> {
-        match self.write(&self.create, channel, group)? {
-            1 => Ok(()),
-            _ => Err(GroupStoreError::Taken),
+        })?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(GroupStoreError::Taken)
         }
     }
 
-    fn save(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError> {
-        self.write(&self.save, channel, group).map(drop)
+    /// The stored JSON is compared with `previous` encoded again: records are
+    /// only ever written by this encoding, and [`GroupRecord`] has no map
+    /// whose order could vary.
+    fn save(&self, channel: &str, previous: &GroupRecord, group: &GroupRecord) -> Result<(), GroupStoreError> {
+        let value = serde_json::to_string(group).map_err(backend)?;
+        let previous = serde_json::to_string(previous).map_err(backend)?;
+        let saved: i64 = self.run(|c| {
+            self.save
+                .key(groups_key(channel))
+                .arg(&group.id)
+                .arg(value)
+                .arg(index_prefix(channel))
+                .arg(previous)
+                .arg(&group.members)
+                .invoke(c)
+        })?;
+        if saved == 1 {
+            Ok(())
+        } else {
+            Err(GroupStoreError::Changed)
+        }
     }
 
     fn group(&self, channel: &str, id: &str) -> Result<Option<GroupRecord>, GroupStoreError> {

@@ -34,6 +34,10 @@ pub enum GroupStoreError {
     /// `create` found the id already used on the channel.
     #[error("group id taken")]
     Taken,
+    /// `save` found another record than the `previous` it was given: someone
+    /// else (another node) changed the group meanwhile; nothing was written.
+    #[error("group changed meanwhile")]
+    Changed,
     /// The backend failed (I/O, corruption).
     #[error("groups store: {0}")]
     Backend(String),
@@ -48,9 +52,11 @@ pub enum GroupStoreError {
 pub trait GroupStore: Send + Sync {
     /// Stores a new group; [`GroupStoreError::Taken`] when its id is in use.
     fn create(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError>;
-    /// Replaces an existing group's record, adding and removing index entries
-    /// for the members that changed.
-    fn save(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError>;
+    /// Replaces `previous`, the record as read, by `group` (same id), adding
+    /// and removing index entries for the members that changed; compare and
+    /// set: [`GroupStoreError::Changed`] and no write when the stored record
+    /// is no longer `previous`.
+    fn save(&self, channel: &str, previous: &GroupRecord, group: &GroupRecord) -> Result<(), GroupStoreError>;
     fn group(&self, channel: &str, id: &str) -> Result<Option<GroupRecord>, GroupStoreError>;
     /// Every group of the channel, in id order.
     fn groups(&self, channel: &str) -> Result<Vec<GroupRecord>, GroupStoreError>;
@@ -101,9 +107,10 @@ pub(crate) mod contract {
         assert!(store.is_member("d", "team", "carol").unwrap());
         assert!(!store.is_member("c", "team", "carol").unwrap());
 
-        let mut team = store.group("c", "team").unwrap().unwrap();
+        let read = store.group("c", "team").unwrap().unwrap();
+        let mut team = read.clone();
         team.members = vec!["alice".into(), "carol".into()];
-        store.save("c", &team).unwrap();
+        store.save("c", &read, &team).unwrap();
         assert_eq!(store.group("c", "team").unwrap(), Some(team.clone()));
         assert!(!store.is_member("c", "team", "bob").unwrap());
         assert!(store.groups_of("c", "bob").unwrap().is_empty());
@@ -112,16 +119,38 @@ pub(crate) mod contract {
         assert_eq!(store.group("d", "team").unwrap().unwrap().members, ["carol"]);
 
         // Down to no members: nobody is indexed, the group stays.
+        let read = team.clone();
         team.members.clear();
-        store.save("c", &team).unwrap();
+        store.save("c", &read, &team).unwrap();
         assert_eq!(store.groups_of("c", "alice").unwrap(), ["ops"]);
         assert!(!store.is_member("c", "team", "carol").unwrap());
         assert_eq!(store.group("c", "team").unwrap(), Some(team));
+    }
+
+    pub(crate) fn a_save_over_a_changed_record_writes_nothing(store: &dyn GroupStore) {
+        let read = group("team", &["alice", "bob"]);
+        store.create("c", &read).unwrap();
+        let mut theirs = read.clone();
+        theirs.members.push("carol".into());
+        store.save("c", &read, &theirs).unwrap();
+        // A second writer that read before the first saved.
+        let mut mine = read.clone();
+        mine.members.retain(|m| m != "bob");
+        assert_eq!(store.save("c", &read, &mine), Err(GroupStoreError::Changed));
+        assert_eq!(store.group("c", "team").unwrap(), Some(theirs.clone()));
+        assert!(store.is_member("c", "team", "bob").unwrap());
+        assert!(store.is_member("c", "team", "carol").unwrap());
+        // Nor over a record that is not there.
+        let ghost = group("ghost", &["alice"]);
+        assert_eq!(store.save("c", &ghost, &ghost), Err(GroupStoreError::Changed));
+        assert_eq!(store.group("c", "ghost").unwrap(), None);
+        assert_eq!(store.groups_of("c", "alice").unwrap(), ["team"]);
     }
 
     /// Every case on a fresh store from `fresh`.
     pub(crate) fn all(fresh: impl Fn() -> Box<dyn GroupStore>) {
         an_empty_store_answers(&*fresh());
         records_and_the_index_change_together_per_channel(&*fresh());
+        a_save_over_a_changed_record_writes_nothing(&*fresh());
     }
 }

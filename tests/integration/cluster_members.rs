@@ -305,6 +305,8 @@ async fn redis_down_answers_503_and_accounts_work_again_when_it_is_back() {
     unavailable(register(&a, "bob")).await;
     unavailable(auth(&a, "c1", &cookie)).await;
     unavailable(me(&a, &cookie)).await;
+    let cookie_header = format!("rookery_session={cookie}");
+    unavailable(a.http("POST", "/logout", &[("cookie", &cookie_header)], "")).await;
     unavailable(groups_call(&a, "GET", "/groups", None, None)).await;
 
     // Back (empty: this Redis keeps nothing): registering and logging in work again.
