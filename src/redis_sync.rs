@@ -12,6 +12,9 @@
 //!   with anything but a server error reply (I/O, timeout, protocol) is
 //!   dropped, never handed out again: after a timed-out read its reply may
 //!   still arrive and would answer the next command;
+//! - an idle connection the server closed meanwhile (a Redis restart) is
+//!   noticed by the call that takes it, which then runs once more on a fresh
+//!   connection;
 //! - connecting, reading and writing are each bounded by [`TIMEOUT`], so an
 //!   unreachable Redis costs a caller at most a few seconds, never a hang;
 //! - on a multi-thread Tokio runtime (the server) the call runs inside
@@ -49,21 +52,45 @@ impl RedisPool {
     }
 
     /// Runs `call` on a pooled connection, blocking-aware (see the module docs).
-    pub(crate) fn run<T>(&self, call: impl FnOnce(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
+    ///
+    /// An idle connection may have died unnoticed (Redis restarted, an idle
+    /// timeout): when `call` finds one closed by the peer (end of file, reset,
+    /// broken pipe; not a timeout, after which the command may have run), it
+    /// runs once more on a fresh connection, so the first requests after a
+    /// Redis restart do not fail for nothing.
+    pub(crate) fn run<T>(&self, mut call: impl FnMut(&mut Connection) -> RedisResult<T>) -> RedisResult<T> {
         blocking(|| {
-            let mut connection = match self.lock().pop() {
-                Some(connection) => connection,
-                None => self.connect()?,
-            };
-            let result = call(&mut connection);
-            if reusable(&result) && connection.is_open() {
-                let mut idle = self.lock();
-                if idle.len() < MAX_IDLE {
-                    idle.push(connection);
+            let pooled = self.lock().pop();
+            let was_pooled = pooled.is_some();
+            let result = self.run_on(pooled, &mut call);
+            match result {
+                Err(error) if was_pooled && error.is_connection_dropped() && !error.is_timeout() => {
+                    self.run_on(None, &mut call)
                 }
+                result => result,
             }
-            result
         })
+    }
+
+    /// Runs `call` on `connection` (a new one if `None`) and keeps the
+    /// connection for reuse if it is still in step.
+    fn run_on<T>(
+        &self,
+        connection: Option<Connection>,
+        call: &mut impl FnMut(&mut Connection) -> RedisResult<T>,
+    ) -> RedisResult<T> {
+        let mut connection = match connection {
+            Some(connection) => connection,
+            None => self.connect()?,
+        };
+        let result = call(&mut connection);
+        if reusable(&result) && connection.is_open() {
+            let mut idle = self.lock();
+            if idle.len() < MAX_IDLE {
+                idle.push(connection);
+            }
+        }
+        result
     }
 
     fn connect(&self) -> RedisResult<Connection> {
@@ -176,8 +203,8 @@ mod tests {
         let error = pool.run(|c| redis::cmd("NOSUCHCOMMAND").query::<()>(c)).unwrap_err();
         assert!(is_server_reply(&error), "{error}");
         assert_eq!(id(&pool), first);
-        // The server closes it: the call fails with an I/O error, the
-        // connection is dropped, the next call connects anew.
+        // The server closes it while idle: the call notices, drops it and
+        // runs again on a new connection.
         let mut other = redis::Client::open(redis.url.as_str())
             .unwrap()
             .get_connection()
@@ -189,9 +216,40 @@ mod tests {
             .query(&mut other)
             .unwrap();
         assert_eq!(killed, 1);
-        let error = pool.run(|c| redis::cmd("PING").query::<String>(c)).unwrap_err();
-        assert!(!is_server_reply(&error), "{error}");
-        assert_ne!(id(&pool), first);
+        let mut attempts = 0;
+        let second = pool
+            .run(|c| {
+                attempts += 1;
+                redis::cmd("CLIENT").arg("ID").query::<i64>(c)
+            })
+            .unwrap();
+        assert_ne!(second, first);
+        assert_eq!(attempts, 2, "the dead connection was tried, then a new one");
+        assert_eq!(id(&pool), second, "the new one is kept");
+    }
+
+    #[test]
+    fn a_connection_that_timed_out_is_dropped_and_not_retried() {
+        let redis = TestRedis::start();
+        let pool = RedisPool::new(&redis.url).unwrap();
+        let first: i64 = pool.run(|c| redis::cmd("CLIENT").arg("ID").query(c)).unwrap();
+        let mut attempts = 0;
+        // The reply comes after the read timeout: the command may
+        // have run, so it is not sent again, and the late reply must not
+        // answer the next command.
+        let error = pool
+            .run(|c| {
+                attempts += 1;
+                redis::cmd("BLPOP")
+                    .arg("never-pushed")
+                    .arg(TIMEOUT.as_secs() + 1)
+                    .query::<()>(c)
+            })
+            .unwrap_err();
+        assert!(error.is_timeout(), "{error}");
+        assert_eq!(attempts, 1);
+        let next: i64 = pool.run(|c| redis::cmd("CLIENT").arg("ID").query(c)).unwrap();
+        assert_ne!(next, first);
     }
 
     #[test]

@@ -197,7 +197,7 @@ impl RedisAccountStore {
         })
     }
 
-    fn run<T>(&self, call: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+    fn run<T>(&self, call: impl FnMut(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
         self.pool.run(call).map_err(backend)
     }
 }
@@ -284,7 +284,7 @@ impl AccountStore for RedisAccountStore {
                 .create_session
                 .key(session_key(key))
                 .key(sessions_of_key(&session.user))
-                .arg(value)
+                .arg(&value)
                 .arg(expires_at)
                 .arg(key)
                 .arg(SWEEP_SESSIONS_ABOVE)

@@ -83,7 +83,7 @@ impl RedisGroupStore {
         })
     }
 
-    fn run<T>(&self, call: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, GroupStoreError> {
+    fn run<T>(&self, call: impl FnMut(&mut Connection) -> redis::RedisResult<T>) -> Result<T, GroupStoreError> {
         self.pool.run(call).map_err(|error: RedisError| backend(error))
     }
 }
@@ -95,7 +95,7 @@ impl GroupStore for RedisGroupStore {
             self.create
                 .key(groups_key(channel))
                 .arg(&group.id)
-                .arg(value)
+                .arg(&value)
                 .arg(index_prefix(channel))
                 .arg(&group.members)
                 .invoke(c)
@@ -117,9 +117,9 @@ impl GroupStore for RedisGroupStore {
             self.save
                 .key(groups_key(channel))
                 .arg(&group.id)
-                .arg(value)
+                .arg(&value)
                 .arg(index_prefix(channel))
-                .arg(previous)
+                .arg(&previous)
                 .arg(&group.members)
                 .invoke(c)
         })?;
@@ -144,14 +144,14 @@ impl GroupStore for RedisGroupStore {
 
     fn groups_of(&self, channel: &str, user: &str) -> Result<Vec<String>, GroupStoreError> {
         let key = format!("{}{user}", index_prefix(channel));
-        let mut ids: Vec<String> = self.run(|c| redis::cmd("SMEMBERS").arg(key).query(c))?;
+        let mut ids: Vec<String> = self.run(|c| redis::cmd("SMEMBERS").arg(&key).query(c))?;
         ids.sort();
         Ok(ids)
     }
 
     fn is_member(&self, channel: &str, id: &str, user: &str) -> Result<bool, GroupStoreError> {
         let key = format!("{}{user}", index_prefix(channel));
-        self.run(|c| redis::cmd("SISMEMBER").arg(key).arg(id).query(c))
+        self.run(|c| redis::cmd("SISMEMBER").arg(&key).arg(id).query(c))
     }
 }
 
