@@ -7,16 +7,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounts::Accounts;
-use crate::accounts::redb_store::RedbAccountStore;
 use crate::auth::Credentials;
 use crate::broker::{Broker, FanOut};
 use crate::config::{Config, HistoryStore};
+use crate::engine::local::LocalEngine;
 use crate::engine::redis::RedisOptions;
 use crate::engine::{ChannelLimits, Engine, StoreError, StoreOptions};
 use crate::groups::Groups;
-use crate::groups::redb_store::RedbGroupStore;
 use crate::ids::random_alphanumeric;
 use crate::net_limits::IpLimiter;
+use crate::stores::Stores;
 
 /// Random characters appended to a cluster node's id: two nodes configured
 /// alike still differ (62^6 ≈ 5.7·10^10 per start).
@@ -47,8 +47,15 @@ impl App {
     pub fn new(mut config: Config, shutdown: CancellationToken) -> Result<Arc<App>, StoreError> {
         let ip_limiter = IpLimiter::new(config.limits.max_connections_per_ip);
         let fanout = FanOut::new(config.channels.iter().map(|c| c.id.clone()));
-        let engine = match config.cluster.redis_url.clone() {
-            None => Engine::local(channel_limits(&config), store_options(&config), fanout.clone())?,
+        // Accounts, sessions and groups go where the history goes: Redis in a
+        // cluster (shared by every node), else the engine's own database (in
+        // memory too with `history_store = "memory"`).
+        let (engine, stores) = match config.cluster.redis_url.clone() {
+            None => {
+                let local = LocalEngine::open(channel_limits(&config), store_options(&config), fanout.clone())?;
+                let stores = Stores::embedded(local.database());
+                (Engine::Local(local), stores)
+            }
             Some(url) => {
                 config.node_id = format!("{}{}", config.node_id, random_alphanumeric(NODE_SUFFIX_CHARS));
                 let options = RedisOptions {
@@ -56,23 +63,14 @@ impl App {
                     node_id: config.node_id.clone(),
                     lease: Duration::from_secs(config.cluster.node_lease_seconds),
                 };
-                Engine::redis(channel_limits(&config), options, fanout.clone())
-                    .map_err(|e| StoreError::Backend(e.to_string()))?
+                let engine = Engine::redis(channel_limits(&config), options, fanout.clone())
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                let stores = Stores::redis(url.expose()).map_err(|e| StoreError::Backend(e.to_string()))?;
+                (engine, stores)
             }
         };
-        // Accounts and sessions live in the embedded database: the engine's own
-        // on one node (in memory too with `history_store = "memory"`), the
-        // node's data dir in a cluster (not shared across nodes yet).
-        let database = match &engine {
-            Engine::Local(local) => local.database(),
-            Engine::Redis(_) => crate::engine::store::open_database(&config.store.path)?,
-        };
-        let store = Arc::new(RedbAccountStore::new(database.clone()));
-        let groups = Groups::new(
-            config.groups.clone(),
-            Arc::new(RedbGroupStore::new(database)),
-            store.clone(),
-        );
+        let store = stores.accounts;
+        let groups = Groups::new(config.groups.clone(), stores.groups, store.clone());
         let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),

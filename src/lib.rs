@@ -21,8 +21,10 @@
 //! - [`session`]: one WebSocket connection and its single event loop.
 //! - [`http`]: routing, `/auth`, the REST API, static files, health and metrics.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`stores`]: where accounts, sessions and groups are kept (redb, or Redis in a cluster).
 //! - [`app`]: the state shared by one running server.
 //! - [`net_limits`]: connection caps, overall and per source IP.
+//! - `redis_sync`: pooled synchronous Redis connections for the accounts and groups stores.
 //! - [`server`]: accept loop, connection limits and graceful shutdown.
 
 pub mod accounts;
@@ -40,6 +42,8 @@ pub mod net_limits;
 pub mod permissions;
 pub mod policy;
 pub mod protocol;
+pub(crate) mod redis_sync;
 pub mod server;
 pub mod session;
+pub mod stores;
 pub mod token;

@@ -104,7 +104,7 @@ enum UserCommand {
     },
     /// List the accounts: username and display name.
     List,
-    /// Delete an account and end its sessions.
+    /// Delete an account, take it out of its groups and end its sessions.
     Remove { username: String },
     /// Set a new password (read like `add`) and end every session of the account.
     Passwd {
@@ -231,11 +231,13 @@ fn check(config: &Config, client: &str) -> Result<()> {
 
 fn user(config: &Config, command: UserCommand) -> Result<()> {
     use rookery::accounts::{Accounts, names};
+    use rookery::groups::Groups;
+    use rookery::stores::Stores;
     // Input is checked before the store is opened (and before a password is
     // asked for), so mistakes are reported first and cheaply.
     let accounts = |config: &Config| -> Result<Accounts> {
-        let store = rookery::accounts::open_store(config)?;
-        Ok(Accounts::new(config, store)?)
+        let stores = Stores::open(config)?;
+        Ok(Accounts::new(config, stores.accounts)?)
     };
     match command {
         UserCommand::Add {
@@ -259,8 +261,15 @@ fn user(config: &Config, command: UserCommand) -> Result<()> {
         }
         UserCommand::Remove { username } => {
             let username = names::normalize_username(&username)?;
-            accounts(config)?.remove_user(&username)?;
-            println!("removed user {username} and ended their sessions");
+            let stores = Stores::open(config)?;
+            // Groups first: should this fail, the account is still there and
+            // the command can be run again. Memberships left by a user removed
+            // before are cleared too, before "no user" is reported.
+            let groups = Groups::new(config.groups.clone(), stores.groups, stores.accounts.clone());
+            let channels: Vec<&str> = config.channels.iter().map(|c| c.id.as_str()).collect();
+            let left = groups.remove_user_everywhere(&channels, &username)?;
+            Accounts::new(config, stores.accounts)?.remove_user(&username)?;
+            println!("removed user {username} from {left} group(s) and ended their sessions");
         }
         UserCommand::Passwd {
             username,

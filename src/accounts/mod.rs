@@ -5,8 +5,8 @@
 //! `POST /register`, `/login`, `/logout`, `GET /me`, the session-aware
 //! `POST /auth` and the `rookery user` commands. It owns the rules (what a
 //! username is, when a login is refused, how long a session lives) and keeps
-//! the records in an [`AccountStore`], which is memory today and the embedded
-//! durable store or Redis in other deployments.
+//! the records in an [`AccountStore`]: the embedded durable store on one
+//! node, Redis in a cluster (see [`crate::stores`]), memory in tests.
 //!
 //! Password hashing is deliberately slow (see [`password`]); the methods that
 //! hash or verify ([`Accounts::register`], [`Accounts::add_user`],
@@ -15,6 +15,7 @@
 //!
 //! # Layout
 //! - [`store`]: the [`AccountStore`] trait, its records and the memory store.
+//! - [`redb_store`], `redis_store`: the embedded and the Redis backend.
 //! - [`password`]: Argon2id hashing and its parameters.
 //! - [`throttle`]: failed-login limits per username and per address.
 //! - [`names`]: usernames, passwords, display names, name comparison, colours.
@@ -22,6 +23,7 @@
 pub mod names;
 pub mod password;
 pub mod redb_store;
+pub(crate) mod redis_store;
 pub mod store;
 pub mod throttle;
 
@@ -277,22 +279,6 @@ pub(crate) fn session_key(session: &str) -> String {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect()
-}
-
-/// The store the server and the `rookery user` commands use for `config`.
-///
-/// The accounts store of a configuration, for the operator commands
-/// (`rookery user …`): the embedded durable store's file. The server itself
-/// shares its engine's open database instead (a second open would be refused).
-pub fn open_store(config: &Config) -> Result<Arc<dyn AccountStore>, StoreError> {
-    if config.store.kind == crate::config::HistoryStore::Memory {
-        return Err(StoreError::Unavailable(
-            "history_store = \"memory\" keeps no accounts between processes; use the embedded store (data_dir)".into(),
-        ));
-    }
-    let db =
-        crate::engine::store::open_database(&config.store.path).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    Ok(Arc::new(redb_store::RedbAccountStore::new(db)))
 }
 
 /// The display names of one channel's live connections, so that `POST /auth`

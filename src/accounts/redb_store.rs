@@ -178,3 +178,19 @@ impl AccountStore for RedbAccountStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::contract;
+    use super::*;
+
+    #[test]
+    fn the_redb_store_keeps_the_contract() {
+        contract::all(|| {
+            let db = Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .expect("an in-memory database");
+            Box::new(RedbAccountStore::new(Arc::new(db)))
+        });
+    }
+}

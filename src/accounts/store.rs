@@ -193,55 +193,139 @@ impl AccountStore for MemoryAccountStore {
     }
 }
 
+/// The behaviour every [`AccountStore`] must have, as test cases each backend
+/// runs against itself (memory here, redb and Redis next to their code).
 #[cfg(test)]
-mod tests {
+pub(crate) mod contract {
     use super::*;
 
-    fn user(name: &str, display: &str) -> UserRecord {
+    pub(crate) fn user(name: &str, display: &str) -> UserRecord {
         UserRecord {
             username: name.into(),
             display_name: display.into(),
             password_hash: "$argon2id$secret".into(),
-            created_at: 1,
+            created_at: 1_700_000_000,
         }
     }
 
-    #[test]
-    fn users_are_created_once_listed_in_order_and_updated() {
-        let store = MemoryAccountStore::new();
+    fn session(user: &str) -> SessionRecord {
+        SessionRecord {
+            user: user.into(),
+            // Fixed (year 2096), so that records compare equal.
+            expires_at: 4_000_000_000,
+        }
+    }
+
+    pub(crate) fn users_are_created_once_listed_in_order_and_updated(store: &dyn AccountStore) {
+        assert_eq!(store.user("bob").unwrap(), None);
+        assert!(store.users().unwrap().is_empty());
         store.create_user(&user("bob", "Bob")).unwrap();
         store.create_user(&user("alice", "Alice")).unwrap();
         assert_eq!(store.create_user(&user("bob", "Other")), Err(StoreError::Taken));
+        assert_eq!(
+            store.user("bob").unwrap(),
+            Some(user("bob", "Bob")),
+            "the first one stays"
+        );
         let names: Vec<String> = store.users().unwrap().into_iter().map(|u| u.username).collect();
         assert_eq!(names, ["alice", "bob"]);
         assert!(store.set_display_name("bob", "Bobby").unwrap());
         assert!(store.set_password_hash("bob", "h2").unwrap());
         let bob = store.user("bob").unwrap().unwrap();
         assert_eq!((bob.display_name.as_str(), bob.password_hash.as_str()), ("Bobby", "h2"));
+        assert_eq!(bob.created_at, 1_700_000_000);
         assert!(!store.set_display_name("nobody", "x").unwrap());
-        assert!(store.display_name_taken("bobby").unwrap());
-        assert!(!store.display_name_taken("bob").unwrap());
+        assert!(!store.set_password_hash("nobody", "x").unwrap());
+        assert_eq!(store.user("nobody").unwrap(), None, "no update creates a user");
         assert!(store.remove_user("bob").unwrap());
         assert!(!store.remove_user("bob").unwrap());
         assert_eq!(store.user("bob").unwrap(), None);
+        assert_eq!(store.users().unwrap(), [user("alice", "Alice")]);
+        // The username is free again.
+        store.create_user(&user("bob", "Bob")).unwrap();
     }
 
-    #[test]
-    fn sessions_are_revoked_one_by_one_or_per_user() {
-        let store = MemoryAccountStore::new();
-        let session = |user: &str| SessionRecord {
-            user: user.into(),
-            expires_at: u64::MAX,
-        };
+    pub(crate) fn display_names_are_found_by_key_through_renames_and_removals(store: &dyn AccountStore) {
+        let key = super::super::names::name_key;
+        store.create_user(&user("bob", "Bob")).unwrap();
+        store.create_user(&user("rob", "BOB")).unwrap();
+        assert!(store.display_name_taken(&key("bob")).unwrap());
+        assert!(!store.display_name_taken(&key("bob")[..2]).unwrap(), "whole keys only");
+        assert!(store.set_display_name("bob", "Bobby").unwrap());
+        assert!(store.display_name_taken(&key("Bobby")).unwrap());
+        assert!(
+            store.display_name_taken(&key("Bob")).unwrap(),
+            "rob is still called BOB"
+        );
+        assert!(store.remove_user("rob").unwrap());
+        assert!(!store.display_name_taken(&key("Bob")).unwrap());
+        assert!(store.set_display_name("bob", "Bobby").unwrap(), "the same name again");
+        assert!(store.remove_user("bob").unwrap());
+        assert!(!store.display_name_taken(&key("Bobby")).unwrap());
+        // A failed create changes no name.
+        store.create_user(&user("ann", "Ann")).unwrap();
+        assert_eq!(store.create_user(&user("ann", "Zed")), Err(StoreError::Taken));
+        assert!(!store.display_name_taken(&key("Zed")).unwrap());
+    }
+
+    pub(crate) fn sessions_are_revoked_one_by_one_or_per_user(store: &dyn AccountStore) {
         store.create_session("k1", &session("alice")).unwrap();
         store.create_session("k2", &session("alice")).unwrap();
         store.create_session("k3", &session("bob")).unwrap();
         assert_eq!(store.session("k1").unwrap(), Some(session("alice")));
+        assert_eq!(store.session("nope").unwrap(), None);
+        store.revoke_session("k1").unwrap();
         store.revoke_session("k1").unwrap();
         assert_eq!(store.session("k1").unwrap(), None);
         assert_eq!(store.revoke_sessions_of("alice").unwrap(), 1);
+        assert_eq!(store.revoke_sessions_of("alice").unwrap(), 0);
         assert_eq!(store.session("k2").unwrap(), None);
         assert_eq!(store.session("k3").unwrap(), Some(session("bob")));
+        // A session that never expires is kept as well.
+        let forever = SessionRecord {
+            user: "bob".into(),
+            expires_at: u64::MAX,
+        };
+        store.create_session("k4", &forever).unwrap();
+        assert_eq!(store.session("k4").unwrap(), Some(forever));
+        assert_eq!(store.revoke_sessions_of("bob").unwrap(), 2);
+    }
+
+    /// An expired session may be dropped at once or kept: either way it is
+    /// not counted as live by a later revoke, and new sessions still work.
+    pub(crate) fn expired_sessions_do_not_disturb_live_ones(store: &dyn AccountStore) {
+        let expired = SessionRecord {
+            user: "alice".into(),
+            expires_at: 1,
+        };
+        store.create_session("live", &session("alice")).unwrap();
+        store.create_session("old", &expired).unwrap();
+        assert!(matches!(
+            store.session("old").unwrap(),
+            None | Some(SessionRecord { expires_at: 1, .. })
+        ));
+        assert_eq!(store.session("live").unwrap(), Some(session("alice")));
+        store.revoke_session("old").unwrap();
+        assert_eq!(store.session("old").unwrap(), None);
+        assert_eq!(store.revoke_sessions_of("alice").unwrap(), 1);
+    }
+
+    /// Every case on a fresh store from `fresh`.
+    pub(crate) fn all(fresh: impl Fn() -> Box<dyn AccountStore>) {
+        users_are_created_once_listed_in_order_and_updated(&*fresh());
+        display_names_are_found_by_key_through_renames_and_removals(&*fresh());
+        sessions_are_revoked_one_by_one_or_per_user(&*fresh());
+        expired_sessions_do_not_disturb_live_ones(&*fresh());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_store_keeps_the_contract() {
+        contract::all(|| Box::new(MemoryAccountStore::new()));
     }
 
     #[test]
@@ -264,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_password_hash_stays_out_of_debug_output() {
-        let debug = format!("{:?}", user("alice", "Alice"));
+        let debug = format!("{:?}", contract::user("alice", "Alice"));
         assert!(!debug.contains("secret") && debug.contains("<redacted>"), "{debug}");
     }
 }

@@ -43,6 +43,7 @@
 //! - [`redb_store`]: the store in the embedded database.
 
 pub mod redb_store;
+pub(crate) mod redis_store;
 pub mod store;
 
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,9 @@ use crate::token::unix_now;
 
 /// The room of group `<id>` is `observable-group-<id>` (with presence).
 pub const ROOM_PREFIX: &str = "observable-group-";
+/// How often a change is decided again when another node changed the same
+/// group between read and save (each retry means a change landed: progress).
+const UPDATE_ATTEMPTS: usize = 8;
 /// Longest group id, in characters of `[a-z0-9_]`.
 const MAX_ID_CHARS: usize = 32;
 
@@ -221,24 +225,26 @@ impl Groups {
             "" => return Err(GroupError::MissingUser),
             user => names::normalize_username(user).map_err(|_| GroupError::InvalidUser)?,
         };
-        let _writing = self.lock();
-        let mut group = self.existing(channel, id)?;
-        if let Actor::Member(caller) = actor
-            && !group.has_member(caller)
-        {
-            return Err(GroupError::Forbidden);
-        }
-        self.require_user(&user)?;
-        if group.has_member(&user) {
-            return Ok(Added { group, new: false });
-        }
-        if group.members.len() >= self.limits.max_members_per_group {
-            return Err(GroupError::TooManyMembers(self.limits.max_members_per_group));
-        }
-        self.require_room_for_one_more(channel, &user)?;
-        group.members.push(user);
-        self.store.save(channel, &group)?;
-        Ok(Added { group, new: true })
+        let mut new = false;
+        let group = self.update(channel, id, |group| {
+            if let Actor::Member(caller) = actor
+                && !group.has_member(caller)
+            {
+                return Err(GroupError::Forbidden);
+            }
+            self.require_user(&user)?;
+            new = !group.has_member(&user);
+            if !new {
+                return Ok(false);
+            }
+            if group.members.len() >= self.limits.max_members_per_group {
+                return Err(GroupError::TooManyMembers(self.limits.max_members_per_group));
+            }
+            self.require_room_for_one_more(channel, &user)?;
+            group.members.push(user.clone());
+            Ok(true)
+        })?;
+        Ok(Added { group, new })
     }
 
     /// `DELETE /api/{c}/groups/{id}/members/{user}`: the creator (while a
@@ -250,25 +256,51 @@ impl Groups {
         id: &str,
         user: &str,
     ) -> Result<GroupRecord, GroupError> {
-        let _writing = self.lock();
-        let mut group = self.existing(channel, id)?;
-        if let Actor::Member(caller) = actor {
-            if !group.has_member(caller) {
-                return Err(GroupError::Forbidden);
+        self.update(channel, id, |group| {
+            if let Actor::Member(caller) = actor {
+                if !group.has_member(caller) {
+                    return Err(GroupError::Forbidden);
+                }
+                if caller != user && group.creator.as_deref() != Some(caller) {
+                    return Err(GroupError::NotCreator);
+                }
             }
-            if caller != user && group.creator.as_deref() != Some(caller) {
-                return Err(GroupError::NotCreator);
+            // The path segment is compared as given: a username in another case
+            // or an impossible one is simply not a member.
+            let before = group.members.len();
+            group.members.retain(|member| member != user);
+            if group.members.len() == before {
+                return Err(GroupError::NotAMember(user.to_owned()));
+            }
+            Ok(true)
+        })
+    }
+
+    /// Takes `user` out of every group they belong to on `channels`, for
+    /// `rookery user remove`: a removed account leaves no memberships behind
+    /// (a new account of the same name starts in no group). Returns how many
+    /// groups they left. Their live connections are not evicted from here
+    /// (the command runs outside the server); the membership check refuses
+    /// them from then on.
+    pub fn remove_user_everywhere(&self, channels: &[&str], user: &str) -> Result<usize, GroupError> {
+        let mut left = 0;
+        for channel in channels {
+            for id in self.store.groups_of(channel, user)? {
+                let mut changed = false;
+                let result = self.update(channel, &id, |group| {
+                    let before = group.members.len();
+                    group.members.retain(|member| member != user);
+                    changed = group.members.len() != before;
+                    Ok(changed)
+                });
+                match result {
+                    Ok(_) => left += usize::from(changed),
+                    Err(GroupError::UnknownGroup) => {}
+                    Err(error) => return Err(error),
+                }
             }
         }
-        // The path segment is compared as given: a username in another case
-        // or an impossible one is simply not a member.
-        let before = group.members.len();
-        group.members.retain(|member| member != user);
-        if group.members.len() == before {
-            return Err(GroupError::NotAMember(user.to_owned()));
-        }
-        self.store.save(channel, &group)?;
-        Ok(group)
+        Ok(left)
     }
 
     /// The ids of `user`'s groups on `channel`, for the token's `{group}` rules.
@@ -283,6 +315,33 @@ impl Groups {
             tracing::error!(%error, "group membership check failed; refusing");
             false
         })
+    }
+
+    /// Reads group `id`, lets `change` edit it (`Ok(false)`: nothing to
+    /// save) and saves it only if the stored record is still the one read.
+    /// Changes of this node are serialized by the lock; one made meanwhile on
+    /// another node of a cluster makes the save fail with `Changed`, and the
+    /// change is decided again on the fresh record, so no update is lost and
+    /// the checks see what is stored.
+    fn update(
+        &self,
+        channel: &str,
+        id: &str,
+        mut change: impl FnMut(&mut GroupRecord) -> Result<bool, GroupError>,
+    ) -> Result<GroupRecord, GroupError> {
+        let _writing = self.lock();
+        for _ in 0..UPDATE_ATTEMPTS {
+            let previous = self.existing(channel, id)?;
+            let mut group = previous.clone();
+            if !change(&mut group)? {
+                return Ok(group);
+            }
+            match self.store.save(channel, &previous, &group) {
+                Err(GroupStoreError::Changed) => continue,
+                saved => return saved.map(|()| group).map_err(GroupError::from),
+            }
+        }
+        Err(GroupStoreError::Changed.into())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -358,9 +417,17 @@ mod tests {
     use crate::accounts::{MemoryAccountStore, UserRecord};
 
     fn groups(limits: GroupsConfig) -> Groups {
+        Groups::new(limits, memory_store(), users())
+    }
+
+    fn memory_store() -> Arc<dyn GroupStore> {
         let db = redb::Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .unwrap();
+        Arc::new(redb_store::RedbGroupStore::new(Arc::new(db)))
+    }
+
+    fn users() -> Arc<dyn AccountStore> {
         let users = MemoryAccountStore::new();
         for name in ["alice", "bob", "carol", "dave"] {
             users
@@ -372,11 +439,61 @@ mod tests {
                 })
                 .unwrap();
         }
-        Groups::new(
-            limits,
-            Arc::new(redb_store::RedbGroupStore::new(Arc::new(db))),
-            Arc::new(users),
-        )
+        Arc::new(users)
+    }
+
+    /// A store whose first `save` first runs `meanwhile`: another node's
+    /// change landing between this node's read and its save.
+    struct Interleaved {
+        inner: Arc<dyn GroupStore>,
+        meanwhile: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl GroupStore for Interleaved {
+        fn create(&self, channel: &str, group: &GroupRecord) -> Result<(), GroupStoreError> {
+            self.inner.create(channel, group)
+        }
+        fn save(&self, channel: &str, previous: &GroupRecord, group: &GroupRecord) -> Result<(), GroupStoreError> {
+            let meanwhile = self.meanwhile.lock().unwrap().take();
+            if let Some(change) = meanwhile {
+                change();
+            }
+            self.inner.save(channel, previous, group)
+        }
+        fn group(&self, channel: &str, id: &str) -> Result<Option<GroupRecord>, GroupStoreError> {
+            self.inner.group(channel, id)
+        }
+        fn groups(&self, channel: &str) -> Result<Vec<GroupRecord>, GroupStoreError> {
+            self.inner.groups(channel)
+        }
+        fn groups_of(&self, channel: &str, user: &str) -> Result<Vec<String>, GroupStoreError> {
+            self.inner.groups_of(channel, user)
+        }
+        fn is_member(&self, channel: &str, id: &str, user: &str) -> Result<bool, GroupStoreError> {
+            self.inner.is_member(channel, id, user)
+        }
+    }
+
+    #[test]
+    fn a_change_made_meanwhile_on_another_node_is_not_lost() {
+        let (store, users) = (memory_store(), users());
+        let other = Groups::new(GroupsConfig::default(), store.clone(), users.clone());
+        other.create("c", ALICE, "team", "Team", &[]).unwrap();
+        let meanwhile = move || {
+            other.add_member("c", ALICE, "team", "bob").unwrap();
+        };
+        let interleaved = Interleaved {
+            inner: store,
+            meanwhile: Mutex::new(Some(Box::new(meanwhile))),
+        };
+        let this = Groups::new(GroupsConfig::default(), Arc::new(interleaved), users);
+        let added = this.add_member("c", ALICE, "team", "carol").unwrap();
+        assert_eq!(
+            added.group.members,
+            ["alice", "bob", "carol"],
+            "decided again on the fresh record"
+        );
+        assert!(this.is_member("c", "team", "bob") && this.is_member("c", "team", "carol"));
     }
 
     fn names(list: &[&str]) -> Vec<String> {
@@ -500,6 +617,29 @@ mod tests {
         assert_eq!(groups.list("c", Actor::Member("dave")).unwrap()[0].id, "team");
         assert!(groups.list("c", ALICE).unwrap().is_empty());
         assert_eq!(groups.list("c", Actor::Operator).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_removed_user_leaves_every_group_on_every_channel() {
+        let groups = groups(GroupsConfig::default());
+        groups
+            .create("c", ALICE, "team", "Team", &names(&["bob", "carol"]))
+            .unwrap();
+        groups.create("c", ALICE, "ops", "Ops", &names(&["bob"])).unwrap();
+        groups.create("d", Actor::Member("bob"), "team", "Team", &[]).unwrap();
+        groups.create("c", ALICE, "solo", "Solo", &[]).unwrap();
+        assert_eq!(groups.remove_user_everywhere(&["c", "d"], "bob").unwrap(), 3);
+        assert!(groups.groups_of("c", "bob").unwrap().is_empty());
+        assert!(groups.groups_of("d", "bob").unwrap().is_empty());
+        assert!(!groups.is_member("c", "team", "bob"));
+        let team = groups
+            .list("c", ALICE)
+            .unwrap()
+            .into_iter()
+            .find(|g| g.id == "team")
+            .unwrap();
+        assert_eq!(team.members, ["alice", "carol"], "the others stay, in order");
+        assert_eq!(groups.remove_user_everywhere(&["c", "d"], "bob").unwrap(), 0);
     }
 
     #[test]

@@ -178,9 +178,15 @@ fn account_error(error: AccountError) -> Response<Body> {
         AccountError::InvalidCredentials => StatusCode::UNAUTHORIZED,
         AccountError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
         AccountError::NoSuchUser(_) => StatusCode::NOT_FOUND,
-        AccountError::Store(_) | AccountError::Hash(_) => {
+        // The store is down (Redis unreachable, a disk error): the client
+        // may retry; nothing was changed.
+        AccountError::Store(_) => {
+            tracing::error!(%error, "account request failed in the store");
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
+        }
+        AccountError::Hash(_) => {
             tracing::error!(%error, "account request failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Accounts store unavailable");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Password hashing failed");
         }
     };
     let mut response = error_response(status, &error.to_string());

@@ -60,7 +60,8 @@ pub enum AuthError {
     /// A guest asked for a name that is live on the channel or a member's.
     #[error("Name taken")]
     NameTaken,
-    #[error("Accounts store unavailable")]
+    /// The accounts or groups store is down; the client may retry.
+    #[error("Service unavailable")]
     Store,
 }
 
@@ -74,7 +75,7 @@ impl AuthError {
             AuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuthError::NotLoggedIn => StatusCode::UNAUTHORIZED,
             AuthError::NameTaken => StatusCode::CONFLICT,
-            AuthError::Store => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthError::Store => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -97,8 +98,9 @@ pub async fn mint(request: Request<Incoming>, app: &App) -> Response<Body> {
     match mint_inner(request, app).await {
         Ok(response) => response,
         // The tutorial's errors are plain text (its page shows `res.text()`);
-        // the members' errors are JSON `{"message"}` as PROTOCOL.md §11 writes them.
-        Err(error @ (AuthError::NotLoggedIn | AuthError::NameTaken)) => {
+        // the members' errors are JSON `{"message"}` as PROTOCOL.md §11 writes
+        // them, and so is a store failure, like every other `503` of the server.
+        Err(error @ (AuthError::NotLoggedIn | AuthError::NameTaken | AuthError::Store)) => {
             error_response(error.status(), &error.to_string())
         }
         Err(error) => text_response(error.status(), &error.to_string()),

@@ -222,10 +222,7 @@ fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> 
         Some(Ok(user)) => user,
         Some(Err(error)) => {
             tracing::error!(%error, "accounts store failed during a group request");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Accounts store unavailable",
-            ));
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"));
         }
         None => None,
     };
@@ -287,7 +284,7 @@ fn group_error(error: GroupError) -> Response<Body> {
         Forbidden | NotCreator => StatusCode::FORBIDDEN,
         Store(_) | Users(_) => {
             tracing::error!(%error, "group request failed");
-            return error_response(StatusCode::INTERNAL_SERVER_ERROR, "Groups store unavailable");
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
         }
     };
     error_response(status, &error.to_string())

@@ -36,7 +36,7 @@ async fn deployment() -> (Redis, Node, Node) {
         ])
         .await;
     let url = redis.url_as(USER, PASSWORD);
-    let (a, b) = tokio::join!(Node::start_at(&url, ""), Node::start(&redis));
+    let (a, b) = tokio::join!(Node::start_at(&url, "", ""), Node::start(&redis));
     (redis, a, b)
 }
 

@@ -13,7 +13,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::util::{
-    CHAT, CHAT_SECRET, Client, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request, spawn_rookery,
+    CHAT, CHAT_SECRET, Client, HttpResponse, OPEN, OPEN_SECRET, RECV_TIMEOUT, TempDir, basic_auth, http_request,
+    spawn_rookery,
 };
 
 /// A `redis-server` child process without persistence.
@@ -137,11 +138,17 @@ impl Node {
 
     /// A node whose configuration has `extra` (top-level keys) besides the usual.
     pub(crate) async fn start_with(redis: &Redis, extra: &str) -> Node {
-        Node::start_at(&redis.url(), extra).await
+        Node::start_configured(redis, extra, "").await
+    }
+
+    /// A node with `extra` at the top of its configuration and `chat_extra`
+    /// in the `chat` channel's table (e.g. `policy = "chat"`).
+    pub(crate) async fn start_configured(redis: &Redis, extra: &str, chat_extra: &str) -> Node {
+        Node::start_at(&redis.url(), extra, chat_extra).await
     }
 
     /// A node reaching Redis at `redis_url` (e.g. [`Redis::url_as`] an ACL user).
-    pub(crate) async fn start_at(redis_url: &str, extra: &str) -> Node {
+    pub(crate) async fn start_at(redis_url: &str, extra: &str, chat_extra: &str) -> Node {
         let dir = TempDir::new();
         let config = dir.0.join("rookery.toml");
         std::fs::write(
@@ -150,7 +157,7 @@ impl Node {
                 "listen = \"127.0.0.1:0\"\nauth_channel = \"{CHAT}\"\nhistory_store = \"memory\"\n\
                  shutdown_timeout_seconds = 2\n{extra}\n\
                  [cluster]\nredis_url = \"{redis_url}\"\nnode_lease_seconds = 2\n\
-                 [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n\
+                 [[channel]]\nid = \"{CHAT}\"\nsecret = \"{CHAT_SECRET}\"\nrequire_auth = true\n{chat_extra}\n\
                  [[channel]]\nid = \"{OPEN}\"\nsecret = \"{OPEN_SECRET}\"\nrequire_auth = false\nhistory_size = {OPEN_HISTORY}\n",
             ),
         )
@@ -160,6 +167,11 @@ impl Node {
         })
         .await;
         Node { child, addr, _dir: dir }
+    }
+
+    /// One HTTP request to the node.
+    pub(crate) async fn http(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> HttpResponse {
+        http_request(self.addr, method, path, headers, Bytes::from(body.to_owned())).await
     }
 
     pub(crate) async fn kill9(mut self) {

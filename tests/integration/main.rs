@@ -6,6 +6,7 @@ mod accounts;
 mod chat;
 mod cluster;
 mod cluster_faults;
+mod cluster_members;
 mod cluster_util;
 mod durability;
 mod groups;
