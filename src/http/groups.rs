@@ -178,18 +178,33 @@ async fn add(
 
 async fn remove(app: &App, channel: &Channel, who: Who, id: &str, user: &str) -> Result<Response<Body>, GroupError> {
     let (channel_id, group_id, removed) = (channel.id.clone(), id.to_owned(), user.to_owned());
-    let group = blocking(app, move |groups| {
+    let stored = blocking(app, move |groups| {
         groups.remove_member(&channel_id, who.actor(), &group_id, &removed)
     })
-    .await?;
+    .await;
+    let group_id = match &stored {
+        Ok(group) => group.id.clone(),
+        // Already not a member: maybe an earlier removal whose eviction failed
+        // (503 below), so evict again before answering, and a retry finishes
+        // the job. The caller was allowed to remove, or this would be 403.
+        Err(GroupError::NotAMember(_)) => id.to_owned(),
+        Err(_) => return stored.map(|_| no_content()),
+    };
     // The store says no already, so nothing can re-enter; now take the room
-    // from the connections that are in it.
-    if let Ok(room) = RoomName::parse(&groups::room_name(&group.id), usize::MAX) {
+    // from the connections that are in it, on every node.
+    if let Ok(room) = RoomName::parse(&groups::room_name(&group_id), usize::MAX) {
         let notice = crate::protocol::room_error("Unauthorized", &room);
-        let evicted = app.broker.evict_user(channel, &room, user, &notice);
-        tracing::debug!(group = %group.id, user, evicted, "member removed from a group");
+        if let Err(error) = app.broker.evict_user(channel, &room, user, &notice).await {
+            // The removal is stored; the caller retries to evict (see above).
+            tracing::warn!(%error, group = %group_id, user, "member removed but not evicted");
+            return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"));
+        }
+        tracing::debug!(group = %group_id, user, "member removed from a group");
     }
-    notify(app, channel, user, &groups::removed_notice(&group.id)).await;
+    if stored.is_err() {
+        return stored.map(|_| no_content());
+    }
+    notify(app, channel, user, &groups::removed_notice(&group_id)).await;
     Ok(no_content())
 }
 

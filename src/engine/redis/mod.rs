@@ -15,7 +15,13 @@
 //!   room's local subscribers are dropped without a close frame
 //!   ([`Delivery::resync`]), so clients reconnect and recover with
 //!   `history_since` — never a silent gap.
-//! - **Presence**: see [`presence`].
+//! - **Presence**: see [`presence`]; the display names live on this node
+//!   (PROTOCOL.md §11) are kept in Redis the same way, so `POST /auth` on any
+//!   node refuses a guest a name in use anywhere.
+//! - **Eviction** of a member removed from a group (PROTOCOL.md §11.1) is an
+//!   event on the room's channel like a message (`"k":"x"`, not stored): every
+//!   node holding the room evicts its own connections of that user
+//!   ([`Delivery::evict_user`]) and ends their presence with the usual leave.
 //!
 //! One task, the [`Actor`], owns this node's subscriptions: pub/sub messages,
 //! holds and releases, member changes and the recovery after a reconnect all
@@ -28,7 +34,7 @@
 mod presence;
 pub(crate) mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,9 +49,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use self::scripts::RoomKeys;
-use super::{ChannelLimits, Delivery, Draft, EngineError, HistoryAnswer, HistoryQuery, MessageId, Presence, Published};
+use super::{
+    ChannelLimits, Delivery, Draft, EngineError, HistoryAnswer, HistoryQuery, LiveNameSink, MessageId, Presence,
+    Published,
+};
 use crate::ids::{ClientId, RoomName, random_alphanumeric};
-use crate::protocol::{Member, Message};
+use crate::protocol::{Frame, Member, Message};
 use crate::token::unix_now;
 
 /// Longest a single Redis round trip may take before Redis counts as unavailable.
@@ -132,6 +141,11 @@ pub(crate) enum Command {
         room: RoomName,
         client: ClientId,
     },
+    /// A display name came into use on this node (`live`) or left it.
+    NameChanged {
+        field: String,
+        live: bool,
+    },
     /// Our lease had expired and our members were reaped: register them again.
     Reregister,
     /// Answers once everything queued before it is done.
@@ -168,6 +182,7 @@ impl RedisEngine {
             node: Arc::clone(&node),
             delivery: Arc::clone(&delivery),
             rooms: HashMap::new(),
+            names: HashSet::new(),
             disconnected: false,
             held: Arc::clone(&held),
         };
@@ -327,6 +342,48 @@ impl RedisEngine {
         });
     }
 
+    /// Publishes the eviction of `user`'s connections from `room`; every node
+    /// holding the room (this one included) evicts its own when the event
+    /// arrives. An error means no node was told.
+    pub async fn evict_user(
+        &self,
+        channel: &str,
+        room: &RoomName,
+        user: &str,
+        notice: &Frame,
+    ) -> Result<(), EngineError> {
+        self.limits(channel)?;
+        let keys = RoomKeys::new(channel, room.as_str());
+        let event = format!(
+            r#"{{"k":"x","u":{},"m":{}}}"#,
+            serde_json::to_string(user).unwrap_or_else(|_| "null".into()),
+            notice.as_str(),
+        );
+        let mut conn = self.conn.clone();
+        within(
+            redis::cmd("PUBLISH")
+                .arg(&keys.events)
+                .arg(event)
+                .query_async::<()>(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a connection on a live node carries the display name `key` of `channel`.
+    pub async fn name_live(&self, channel: &str, key: &str) -> Result<bool, EngineError> {
+        self.limits(channel)?;
+        let mut conn = self.conn.clone();
+        Ok(presence::name_live(&mut conn, &scripts::name_field(channel, key)).await?)
+    }
+
+    /// The handle the accounts' live names report this node's changes to.
+    pub fn name_sink(&self) -> Arc<dyn LiveNameSink> {
+        Arc::new(NameReporter {
+            commands: self.commands.clone(),
+        })
+    }
+
     /// Rooms this node is subscribed to.
     pub fn rooms_in_memory(&self) -> usize {
         self.held.load(Ordering::Relaxed)
@@ -395,6 +452,18 @@ impl RedisEngine {
     }
 }
 
+/// Hands this node's name changes to the actor, which writes them in order.
+struct NameReporter {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl LiveNameSink for NameReporter {
+    fn name_changed(&self, channel: &str, key: &str, live: bool) {
+        let field = scripts::name_field(channel, key);
+        let _ = self.commands.send(Command::NameChanged { field, live });
+    }
+}
+
 /// One room this node is subscribed to.
 struct RoomSub {
     channel: Arc<str>,
@@ -417,6 +486,8 @@ struct Actor {
     delivery: Arc<dyn Delivery>,
     /// By pub/sub channel name.
     rooms: HashMap<String, RoomSub>,
+    /// This node's live names (fields of its names hash), written again after Redis comes back.
+    names: HashSet<String>,
     /// The connection was lost (or a request failed): subscriptions and
     /// registrations must be redone and gaps checked once Redis answers.
     disconnected: bool,
@@ -488,19 +559,7 @@ impl Actor {
                 let _ = done.send(());
             }
             Command::Release { channel, room } => {
-                let name = RoomKeys::new(&channel, room.as_str()).events;
-                let Some(sub) = self.rooms.get_mut(&name) else {
-                    return;
-                };
-                sub.holders = sub.holders.saturating_sub(1);
-                if sub.holders == 0 {
-                    self.rooms.remove(&name);
-                    self.held.fetch_sub(1, Ordering::Relaxed);
-                    let mut conn = self.conn.clone();
-                    if let Err(error) = within(conn.unsubscribe(&name)).await {
-                        debug!(%error, "unsubscribe failed");
-                    }
-                }
+                self.release(&RoomKeys::new(&channel, room.as_str()).events).await;
             }
             Command::Joined {
                 channel,
@@ -528,6 +587,16 @@ impl Actor {
                     self.lost(&error);
                 }
             }
+            Command::NameChanged { field, live } => {
+                if live {
+                    self.names.insert(field.clone());
+                } else {
+                    self.names.remove(&field);
+                }
+                if let Err(error) = presence::name_changed(&mut self.conn, &self.node, &field, live).await {
+                    self.lost(&error);
+                }
+            }
             Command::Reregister => {
                 if let Err(error) = self.register_all().await {
                     self.lost(&error);
@@ -536,6 +605,47 @@ impl Actor {
             Command::Flush(done) => {
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// One holder of the room is gone; the last one unsubscribes.
+    async fn release(&mut self, name: &str) {
+        let Some(sub) = self.rooms.get_mut(name) else {
+            return;
+        };
+        sub.holders = sub.holders.saturating_sub(1);
+        if sub.holders == 0 {
+            self.rooms.remove(name);
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            let mut conn = self.conn.clone();
+            if let Err(error) = within(conn.unsubscribe(name)).await {
+                debug!(%error, "unsubscribe failed");
+            }
+        }
+    }
+
+    /// A group removal reached this node: evict the user's local connections
+    /// and end their presence. Their leave to other nodes is the usual LEAVE,
+    /// whose `HDEL` makes it exactly once even if a reaper removes them too.
+    async fn evict(&mut self, name: &str, user: &str, notice: &Frame) {
+        let Some(sub) = self.rooms.get(name) else {
+            return;
+        };
+        let (channel, room) = (Arc::clone(&sub.channel), sub.room.clone());
+        let evicted = self.delivery.evict_user(&channel, &room, user, notice);
+        for member in &evicted {
+            if let Some(sub) = self.rooms.get_mut(name) {
+                sub.local.shift_remove(&member.id);
+            }
+            let result = presence::unregister(&mut self.conn, &self.node, &channel, &room, member.id.as_str()).await;
+            if let Err(error) = result {
+                self.lost(&error);
+            }
+            // Each evicted connection held the room, as a leaving one does.
+            self.release(name).await;
+        }
+        if !evicted.is_empty() {
+            debug!(%room, user, evicted = evicted.len(), "evicted a removed member's connections");
         }
     }
 
@@ -571,6 +681,7 @@ impl Actor {
         Ok(())
     }
 
+    /// Registers this node's members and live names again (after a reap or an outage).
     async fn register_all(&mut self) -> Result<(), Unavailable> {
         let members: Vec<(Arc<str>, RoomName, Arc<Member>)> = self
             .rooms
@@ -584,7 +695,7 @@ impl Actor {
         for (channel, room, member) in members {
             presence::register(&mut self.conn, &self.node, &channel, &room, &member).await?;
         }
-        Ok(())
+        presence::write_names(&mut self.conn, &self.node, self.names.iter()).await
     }
 
     /// Redis answers again: subscribe again, register our members again, take
@@ -709,6 +820,12 @@ impl Actor {
                 });
                 sub.last = Some(offset);
                 self.delivery.deliver(&sub.channel, &message);
+            }
+            "x" => {
+                let (Some(user), Some(notice)) = (envelope.u, envelope.m) else {
+                    return;
+                };
+                self.evict(name, &user, &Frame::from(notice.get().to_owned())).await;
             }
             // Our own members' events were delivered locally already.
             _ if envelope.n == *self.node => {}
