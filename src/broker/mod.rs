@@ -260,6 +260,12 @@ impl Broker {
         }
     }
 
+    /// Returns once the live-name changes reported so far are in Redis (or it
+    /// gave up: Redis is down); at once on one node.
+    pub async fn names_written(&self) {
+        self.engine.names_written().await;
+    }
+
     /// Places, delivers and stores one message. `client_id` is `None` for REST publishes.
     pub async fn publish(
         &self,

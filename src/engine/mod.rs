@@ -283,6 +283,15 @@ impl Engine {
         }
     }
 
+    /// Returns once the name changes reported to [`Engine::name_sink`] so far
+    /// are written (bounded; Redis may be down); at once on one node.
+    pub async fn names_written(&self) {
+        match self {
+            Engine::Local(_) => {}
+            Engine::Redis(engine) => engine.settle().await,
+        }
+    }
+
     /// Rooms, members and connections of the whole deployment, when this node
     /// is one of several (`None`: the broker's own tables are the whole truth).
     pub async fn deployment(&self, channel: &str) -> Option<Result<redis::Deployment, EngineError>> {

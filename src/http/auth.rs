@@ -181,13 +181,15 @@ async fn guest_name(app: &App, channel: &str, asked: Option<String>) -> Result<S
         return Ok(name);
     }
     // A random name is nobody's choice: avoid names in use, and settle for a
-    // taken one only when many tries fail (a name is not an identity).
+    // taken one only when many tries fail (a name is not an identity) — or
+    // when a cluster's Redis cannot say (guests can still come in).
     let mut name = random_name();
     for _ in 1..RANDOM_NAME_TRIES {
-        if !name_taken(app, channel, &name).await? {
-            break;
+        match name_taken(app, channel, &name).await {
+            Ok(true) => name = random_name(),
+            Ok(false) | Err(AuthError::Unavailable) => break,
+            Err(error) => return Err(error),
         }
-        name = random_name();
     }
     Ok(name)
 }

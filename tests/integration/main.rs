@@ -5,6 +5,7 @@ mod util;
 mod accounts;
 mod chat;
 mod cluster;
+mod cluster_names;
 mod cluster_util;
 mod durability;
 mod groups;

@@ -33,6 +33,8 @@
 
 mod presence;
 pub(crate) mod scripts;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -66,6 +68,9 @@ const EPOCH_CHARS: usize = 8;
 /// A room's meta outlives its history by at least this, so that a quiet room
 /// keeps its epoch (and recoveries across the quiet stay exact).
 const META_EXTRA_SECONDS: u64 = 7 * 24 * 3600;
+/// How long a room's eviction record outlives its latest eviction: far longer
+/// than any outage a node recovers from by catching up.
+const EVICTED_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Redis did not answer, or answered with an error.
 #[derive(Debug, thiserror::Error)]
@@ -354,17 +359,21 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         self.limits(channel)?;
         let keys = RoomKeys::new(channel, room.as_str());
-        let event = format!(
-            r#"{{"k":"x","u":{},"m":{}}}"#,
+        let tail = format!(
+            r#""u":{},"m":{}}}"#,
             serde_json::to_string(user).unwrap_or_else(|_| "null".into()),
             notice.as_str(),
         );
         let mut conn = self.conn.clone();
         within(
-            redis::cmd("PUBLISH")
-                .arg(&keys.events)
-                .arg(event)
-                .query_async::<()>(&mut conn),
+            scripts::EVICT
+                .key(&keys.evicted)
+                .key(&keys.events)
+                .arg(user)
+                .arg(EVICTED_TTL_SECONDS)
+                .arg(tail)
+                .arg(notice.as_str())
+                .invoke_async::<u64>(&mut conn),
         )
         .await?;
         Ok(())
@@ -375,6 +384,15 @@ impl RedisEngine {
         self.limits(channel)?;
         let mut conn = self.conn.clone();
         Ok(presence::name_live(&mut conn, &scripts::name_field(channel, key)).await?)
+    }
+
+    /// Returns once the actor has done everything queued before this call
+    /// (bounded, as [`RedisEngine::member_joined`] is).
+    pub async fn settle(&self) {
+        let (done, settled) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, settled).await;
+        }
     }
 
     /// The handle the accounts' live names report this node's changes to.
@@ -475,6 +493,9 @@ struct RoomSub {
     /// The offset of the last delivered message; `None` before the first
     /// (everything published after the subscription arrives, so there is no gap to check).
     last: Option<u64>,
+    /// The number of the last eviction applied (or known when the room was
+    /// first held); `None` until Redis has said.
+    evictions: Option<u64>,
     /// This node's members of the room, registered again after Redis comes back.
     local: IndexMap<ClientId, Arc<Member>>,
 }
@@ -545,14 +566,19 @@ impl Actor {
                     holders: 0,
                     epoch: None,
                     last: None,
+                    evictions: None,
                     local: IndexMap::new(),
                 });
                 sub.holders += 1;
                 if sub.holders == 1 {
                     self.held.fetch_add(1, Ordering::Relaxed);
-                    if let Err(error) = self.subscribe(&name).await {
-                        self.lost(&error);
-                    } else if let Err(error) = self.snapshot(&name).await {
+                    let result = async {
+                        self.subscribe(&name).await?;
+                        self.snapshot(&name).await?;
+                        self.catch_up_evictions(&name).await
+                    }
+                    .await;
+                    if let Err(error) = result {
                         self.lost(&error);
                     }
                 }
@@ -649,6 +675,48 @@ impl Actor {
         }
     }
 
+    /// Applies the evictions of the room this node has not seen (pub/sub lost
+    /// them while it was away); the first time, only learns where they stand.
+    async fn catch_up_evictions(&mut self, name: &str) -> Result<(), Unavailable> {
+        self.catch_up_evictions_from(name, 0).await
+    }
+
+    /// [`Actor::catch_up_evictions`], skipping the one numbered `applied` (just done).
+    async fn catch_up_evictions_from(&mut self, name: &str, applied: u64) -> Result<(), Unavailable> {
+        let Some(sub) = self.rooms.get(name) else {
+            return Ok(());
+        };
+        let record: HashMap<String, String> =
+            within(redis::cmd("HGETALL").arg(&sub.keys.evicted).query_async(&mut self.conn)).await?;
+        let Some(sub) = self.rooms.get_mut(name) else {
+            return Ok(());
+        };
+        let newest: u64 = record.get("#").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let Some(known) = sub.evictions.replace(newest) else {
+            // First hold: earlier evictions were before any of our subscribers came.
+            return Ok(());
+        };
+        // A counter behind ours: Redis lost the record and started again.
+        let known = if newest < known { 0 } else { known };
+        let mut missed: Vec<(u64, &str)> = record
+            .iter()
+            .filter_map(|(field, number)| Some((number.parse().ok()?, field.strip_prefix("u:")?)))
+            .filter(|&(number, _)| number > known && number != applied)
+            .collect();
+        let Some(notice) = record.get("n").filter(|_| !missed.is_empty()) else {
+            return Ok(());
+        };
+        missed.sort_unstable();
+        let notice = Frame::from(notice.clone());
+        let users: Vec<String> = missed.into_iter().map(|(_, user)| user.to_owned()).collect();
+        let room = sub.room.clone();
+        for user in users {
+            warn!(%room, user, "applying an eviction this node missed while away from Redis");
+            self.evict(name, &user, &notice).await;
+        }
+        Ok(())
+    }
+
     fn lost(&mut self, error: &Unavailable) {
         if !self.disconnected {
             warn!(%error, "Redis unavailable; will resubscribe and re-register when it is back");
@@ -714,6 +782,7 @@ impl Actor {
             for name in &names {
                 self.snapshot(name).await?;
                 self.catch_up(name).await?;
+                self.catch_up_evictions(name).await?;
             }
             Ok::<(), Unavailable>(())
         }
@@ -825,7 +894,12 @@ impl Actor {
                 let (Some(user), Some(notice)) = (envelope.u, envelope.m) else {
                     return;
                 };
+                let missed = sub.evictions.is_some_and(|known| envelope.o > known + 1);
+                sub.evictions = Some(sub.evictions.unwrap_or(0).max(envelope.o));
                 self.evict(name, &user, &Frame::from(notice.get().to_owned())).await;
+                if missed && let Err(error) = self.catch_up_evictions_from(name, envelope.o).await {
+                    self.lost(&error);
+                }
             }
             // Our own members' events were delivered locally already.
             _ if envelope.n == *self.node => {}

@@ -23,6 +23,10 @@ pub(crate) struct RoomKeys {
     pub members: String,
     /// Pub/sub channel of the room's messages and presence events.
     pub events: String,
+    /// Hash `#` → eviction counter, `u:<user>` → the counter at that user's
+    /// latest eviction, `n` → the notice: what a node that missed eviction
+    /// events catches up on.
+    pub evicted: String,
 }
 
 impl RoomKeys {
@@ -33,6 +37,7 @@ impl RoomKeys {
             log: format!("{tag}:log"),
             members: format!("{tag}:members"),
             events: format!("{tag}:events"),
+            evicted: format!("{tag}:evicted"),
         }
     }
 }
@@ -140,6 +145,22 @@ if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
   return 1
 end
 return 0
+"#,
+    )
+});
+
+/// Evicts a user from a room on every node: KEYS evicted, events; ARGV user,
+/// TTL, envelope tail (`"u":…,"m":…}`), notice. Numbers the eviction, records
+/// it (and the notice) for nodes that miss the event, and publishes
+/// `{"k":"x","o":number,…}`.
+pub(crate) static EVICT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local number = redis.call('HINCRBY', KEYS[1], '#', 1)
+redis.call('HSET', KEYS[1], 'u:' .. ARGV[1], number, 'n', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], '{"k":"x","o":' .. number .. ',' .. ARGV[3])
+return number
 "#,
     )
 });
