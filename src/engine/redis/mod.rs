@@ -19,9 +19,12 @@
 //!   (PROTOCOL.md §11) are kept in Redis the same way, so `POST /auth` on any
 //!   node refuses a guest a name in use anywhere.
 //! - **Eviction** of a member removed from a group (PROTOCOL.md §11.1) is an
-//!   event on the room's channel like a message (`"k":"x"`, not stored): every
-//!   node holding the room evicts its own connections of that user
-//!   ([`Delivery::evict_user`]) and ends their presence with the usual leave.
+//!   event on the room's channel like a message (`"k":"x"`, not in the
+//!   history stream): every node holding the room evicts its own connections
+//!   of that user ([`Delivery::evict_user`]) and ends their presence with the
+//!   usual leave. Evictions are numbered and recorded per room
+//!   ([`scripts::EVICT`]), so a node that missed one (a number jump, or an
+//!   outage) applies it late rather than never.
 //!
 //! One task, the [`Actor`], owns this node's subscriptions: pub/sub messages,
 //! holds and releases, member changes and the recovery after a reconnect all
@@ -894,8 +897,11 @@ impl Actor {
                 let (Some(user), Some(notice)) = (envelope.u, envelope.m) else {
                     return;
                 };
+                // A number jump: pub/sub lost evictions before this one.
                 let missed = sub.evictions.is_some_and(|known| envelope.o > known + 1);
-                sub.evictions = Some(sub.evictions.unwrap_or(0).max(envelope.o));
+                if !missed {
+                    sub.evictions = Some(sub.evictions.unwrap_or(0).max(envelope.o));
+                }
                 self.evict(name, &user, &Frame::from(notice.get().to_owned())).await;
                 if missed && let Err(error) = self.catch_up_evictions_from(name, envelope.o).await {
                     self.lost(&error);

@@ -244,6 +244,7 @@ async fn an_eviction_reaches_every_node_once_and_each_evicted_member_leaves_once
     eventually("B evicts Dave", async || on_b.local.lock().unwrap().is_empty()).await;
     assert_eq!(on_b.evictions.lock().unwrap().len(), 2);
     // B's last holder is gone, so B no longer receives the room; A still does.
+    eventually("B releases the room", async || b.rooms_in_memory() == 0).await;
     barrier(&c, &group, &[&on_a], 3).await;
     assert!(on_c.evictions.lock().unwrap().is_empty());
     assert!(!on_b.messages.lock().unwrap().contains(&json!({ "marker": 3 })));
@@ -282,11 +283,10 @@ async fn live_names_are_seen_by_every_node_and_written_again_after_redis_lost_th
     sink.name_changed(CHANNEL, "ann", false);
     eventually("Ann is free", async || !b.name_live(CHANNEL, "ann").await.unwrap()).await;
 
-    // Redis loses everything: A's heartbeat finds itself unregistered and
-    // writes its names again.
+    // Redis loses everything (Bo too): A's heartbeat finds itself
+    // unregistered and writes its names again.
     let mut conn = redis.connection().await;
     redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await.unwrap();
-    assert!(!b.name_live(CHANNEL, "bo").await.unwrap());
     eventually("Bo is live again", async || b.name_live(CHANNEL, "bo").await.unwrap()).await;
     assert!(
         !b.name_live(CHANNEL, "ann").await.unwrap(),
@@ -352,14 +352,53 @@ async fn an_eviction_a_node_missed_while_away_from_redis_is_applied_when_it_is_b
     assert_eq!(*on_b.evictions.lock().unwrap(), expected);
     let ids: Vec<ClientId> = on_b.local.lock().unwrap().iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids, std::slice::from_ref(&dave.id));
-    // Carol's presence ended too; and the next eviction is not mistaken for a missed one.
-    let members: Vec<String> = redis::cmd("HKEYS")
-        .arg(&keys.members)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(members, [dave.id.as_str()]);
+    // Carol's presence ends too; and the next eviction is not mistaken for a missed one.
+    eventually("only Dave is registered", async || {
+        let members: Vec<String> = redis::cmd("HKEYS")
+            .arg(&keys.members)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        members == [dave.id.as_str()]
+    })
+    .await;
     b.evict_user(CHANNEL, &group, "dave", &notice).await.unwrap();
     eventually("B evicts Dave", async || on_b.local.lock().unwrap().is_empty()).await;
+    assert_eq!(on_b.evictions.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_jump_in_eviction_numbers_makes_a_node_apply_the_ones_it_missed() {
+    let redis = RedisServer::start();
+    let (b, on_b) = node(&redis, "nb", Duration::from_secs(15));
+    let group = room("observable-group-team");
+    let (carol, dave, erin) = (member("nb", "carol"), member("nb", "dave"), member("nb", "erin"));
+    on_b.local
+        .lock()
+        .unwrap()
+        .extend([Arc::clone(&carol), Arc::clone(&dave), Arc::clone(&erin)]);
+    for member in [&carol, &dave, &erin] {
+        b.hold(CHANNEL, &group).await;
+        b.member_joined(CHANNEL, &group, member).await;
+    }
+    // Eviction 1 (Carol) was recorded but its event lost; eviction 2 (Dave) arrives.
+    let notice = crate::protocol::room_error("Unauthorized", &group);
+    let keys = RoomKeys::new(CHANNEL, group.as_str());
+    let mut conn = redis.connection().await;
+    redis::pipe()
+        .hincr(&keys.evicted, "#", 1)
+        .hset_multiple(&keys.evicted, &[("u:carol", "1"), ("n", notice.as_str())])
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    b.evict_user(CHANNEL, &group, "dave", &notice).await.unwrap();
+    eventually("B evicts Dave and Carol", async || {
+        on_b.local.lock().unwrap().len() == 1
+    })
+    .await;
+    barrier(&b, &group, &[&on_b], 1).await;
+    let ids: Vec<ClientId> = on_b.local.lock().unwrap().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, std::slice::from_ref(&erin.id));
+    // Once each: Dave's from the event, Carol's from the record.
     assert_eq!(on_b.evictions.lock().unwrap().len(), 2);
 }
