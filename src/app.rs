@@ -71,7 +71,11 @@ impl App {
         };
         let store = stores.accounts;
         let groups = Groups::new(config.groups.clone(), stores.groups, store.clone());
-        let accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut accounts = Accounts::new(&config, store).map_err(|e| StoreError::Backend(e.to_string()))?;
+        // Live guest names are deployment-wide in a cluster (PROTOCOL.md §11, §13).
+        if let Some(sink) = engine.name_sink() {
+            accounts = accounts.with_name_sink(sink);
+        }
         Ok(Arc::new(App {
             credentials: Credentials::new(&config),
             broker: Broker::new(fanout, engine),

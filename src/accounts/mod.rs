@@ -39,6 +39,7 @@ use self::password::{HashFailed, HashParams, InvalidParams, PasswordHasher};
 pub use self::store::{AccountStore, MemoryAccountStore, SessionRecord, StoreError, UserRecord};
 use self::throttle::{LoginThrottle, RetryAfter, ThrottleLimits};
 use crate::config::{Config, Registration};
+use crate::engine::LiveNameSink;
 use crate::token::unix_now;
 
 /// Length of a session cookie value: 32 characters of `[A-Za-z0-9]` carry
@@ -120,9 +121,18 @@ impl Accounts {
             live_names: config
                 .channels
                 .iter()
-                .map(|channel| (channel.id.clone(), LiveNames::default()))
+                .map(|channel| (channel.id.clone(), LiveNames::new(&channel.id)))
                 .collect(),
         })
+    }
+
+    /// Reports every channel's name changes to `sink` too (a cluster engine,
+    /// which tells the other nodes): without it a node's names are its own.
+    pub fn with_name_sink(mut self, sink: Arc<dyn LiveNameSink>) -> Accounts {
+        for live in self.live_names.values_mut() {
+            live.sink = Some(Arc::clone(&sink));
+        }
+        self
     }
 
     /// `POST /register`: a new account, when registration is open.
@@ -289,16 +299,50 @@ pub(crate) fn session_key(session: &str) -> String {
 /// re-authenticates). Claims are counted, never refused: a member's several
 /// tabs share their name, and tokens minted by other backends are Scaledrone's
 /// business, not ours. Names compare by [`names::name_key`].
-#[derive(Debug, Clone, Default)]
+///
+/// In a cluster the counts stay here (many tabs, one name); only a name's
+/// first claim and its last release are reported to the [`LiveNameSink`],
+/// which must not block (it runs under the lock, so that the reports of one
+/// name arrive in the order of its transitions).
+#[derive(Clone)]
 pub struct LiveNames {
+    channel: Arc<str>,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    sink: Option<Arc<dyn LiveNameSink>>,
+}
+
+impl std::fmt::Debug for LiveNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveNames")
+            .field("channel", &self.channel)
+            .field("counts", &self.counts)
+            .field("shared", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl LiveNames {
+    /// The live names of `channel`, this node's only.
+    pub fn new(channel: &str) -> LiveNames {
+        LiveNames {
+            channel: channel.into(),
+            counts: Arc::default(),
+            sink: None,
+        }
+    }
+
     /// Marks `name` as in use until the returned claim is dropped.
     pub fn claim(&self, name: &str) -> NameClaim {
         let key = names::name_key(name);
-        *self.lock().entry(key.clone()).or_default() += 1;
+        let mut counts = self.lock();
+        let count = counts.entry(key.clone()).or_default();
+        *count += 1;
+        if *count == 1
+            && let Some(sink) = &self.sink
+        {
+            sink.name_changed(&self.channel, &key, true);
+        }
+        drop(counts);
         NameClaim {
             names: self.clone(),
             key,
@@ -333,6 +377,9 @@ impl Drop for NameClaim {
             *count -= 1;
             if *count == 0 {
                 counts.remove(&self.key);
+                if let Some(sink) = &self.names.sink {
+                    sink.name_changed(&self.names.channel, &self.key, false);
+                }
             }
         }
     }
@@ -514,6 +561,42 @@ mod tests {
         assert!(!live.is_taken("Bob"));
         assert!(!accounts.guest_name_taken("c", "Bob").unwrap());
         assert!(accounts.live_names("other").is_none());
+    }
+
+    /// Records what a cluster engine would be told.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, bool)>>);
+
+    impl LiveNameSink for Recorder {
+        fn name_changed(&self, channel: &str, key: &str, live: bool) {
+            self.0.lock().unwrap().push((channel.into(), key.into(), live));
+        }
+    }
+
+    #[test]
+    fn only_a_names_first_claim_and_last_release_are_reported() {
+        let sink = Arc::new(Recorder::default());
+        let accounts = accounts("open").with_name_sink(sink.clone());
+        let live = accounts.live_names("c").unwrap();
+        let tabs = [live.claim("Bob"), live.claim(" bob "), live.claim("BOB")];
+        let other = live.claim("Ann");
+        drop(tabs);
+        drop(other);
+        let again = live.claim("bob");
+        drop(again);
+        let seen = sink.0.lock().unwrap().clone();
+        let event = |key: &str, live: bool| ("c".to_owned(), key.to_owned(), live);
+        assert_eq!(
+            seen,
+            [
+                event("bob", true),
+                event("ann", true),
+                event("bob", false),
+                event("ann", false),
+                event("bob", true),
+                event("bob", false),
+            ]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use self::outbox::{Outbox, OutboxReader, PushError};
 pub use self::room::{ConnId, Joined, Room, Subscriber};
 use crate::engine::{Ack, Delivery, Draft, Engine, EngineError, HistoryQuery, MessageId, Presence, Published};
 use crate::ids::{ClientId, RoomName};
-use crate::protocol::{self, Message};
+use crate::protocol::{self, Member, Message};
 
 /// The most history messages one subscribe can return (PROTOCOL.md §5.5).
 pub const MAX_HISTORY_PER_SUBSCRIBE: usize = 100;
@@ -83,6 +83,12 @@ impl Delivery for FanOut {
 
     fn connections(&self, channel: &str) -> usize {
         self.channels.get(channel).map_or(0, |c| c.connection_count())
+    }
+
+    fn evict_user(&self, channel: &str, room: &RoomName, user: &str, notice: &protocol::Frame) -> Vec<Arc<Member>> {
+        self.channels
+            .get(channel)
+            .map_or_else(Vec::new, |c| c.evict_user(room, user, notice))
     }
 }
 
@@ -216,20 +222,48 @@ impl Broker {
     }
 
     /// Removes `user`'s connections from `room` at once (a member removed from
-    /// a group, PROTOCOL.md §11.1): each gets `notice`, the others leave
-    /// events. Their sessions still hold the room handle; they find out with
-    /// [`Room::holds`]. Returns how many connections were removed.
-    pub fn evict_user(&self, channel: &Channel, room: &RoomName, user: &str, notice: &protocol::Frame) -> usize {
-        let Some(handle) = channel.rooms.get(room) else {
-            return 0;
-        };
-        let evicted = handle.evict_user(user, notice);
-        for _ in &evicted {
-            self.engine.release(&channel.id, room);
-            crate::metrics::subscriptions_changed(-1.0);
+    /// a group, PROTOCOL.md §11.1), on every node of the deployment: each gets
+    /// `notice`, the others leave events. Their sessions still hold the room
+    /// handle; they find out with [`Room::holds`]. On one node this is done
+    /// when it returns; a cluster engine publishes the eviction and each node
+    /// evicts its own connections when the event arrives
+    /// ([`Delivery::evict_user`]). An error means it reached no node: the
+    /// caller may retry.
+    pub async fn evict_user(
+        &self,
+        channel: &Channel,
+        room: &RoomName,
+        user: &str,
+        notice: &protocol::Frame,
+    ) -> Result<(), EngineError> {
+        if let Some(published) = self.engine.evict_user(&channel.id, room, user, notice).await {
+            return published;
         }
-        channel.rooms.release_if_empty(&handle);
-        evicted.len()
+        for member in channel.evict_user(room, user, notice) {
+            self.engine.member_left(&channel.id, room, &member.id);
+            self.engine.release(&channel.id, room);
+        }
+        Ok(())
+    }
+
+    /// Whether a live connection on any node of the deployment carries the
+    /// display name `name` (PROTOCOL.md §11, compared by name key). On one node
+    /// the accounts' own counts are the whole truth: `false` at once, without
+    /// even computing the key.
+    pub async fn name_live_in_deployment(&self, channel: &str, name: &str) -> Result<bool, EngineError> {
+        match &self.engine {
+            Engine::Local(_) => Ok(false),
+            Engine::Redis(_) => {
+                let key = crate::accounts::names::name_key(name);
+                self.engine.name_live_in_deployment(channel, &key).await
+            }
+        }
+    }
+
+    /// Returns once the live-name changes reported so far are in Redis (or it
+    /// gave up: Redis is down); at once on one node.
+    pub async fn names_written(&self) {
+        self.engine.names_written().await;
     }
 
     /// Places, delivers and stores one message. `client_id` is `None` for REST publishes.
@@ -272,6 +306,18 @@ impl Channel {
             rooms: RoomTable::new(),
             connections: AtomicUsize::new(0),
         }
+    }
+
+    /// Removes `user`'s connections from this node's `room` (see
+    /// [`Broker::evict_user`]); the engine's side is the caller's.
+    fn evict_user(&self, room: &RoomName, user: &str, notice: &protocol::Frame) -> Vec<Arc<Member>> {
+        let Some(handle) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let evicted = handle.evict_user(user, notice);
+        crate::metrics::subscriptions_changed(-(evicted.len() as f64));
+        self.rooms.release_if_empty(&handle);
+        evicted
     }
 
     /// Rooms with at least one subscriber, sorted.

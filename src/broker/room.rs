@@ -263,8 +263,8 @@ impl Room {
     /// `authData.user`), queueing `notice` to each; the remaining members of an
     /// observable room get one leave event per removed connection. Frames a
     /// removed subscriber was still catching up on are dropped. Returns the
-    /// removed connections (a group member removed, PROTOCOL.md §11.1).
-    pub fn evict_user(&self, user: &str, notice: &Frame) -> Vec<ConnId> {
+    /// removed connections' members (a group member removed, PROTOCOL.md §11.1).
+    pub fn evict_user(&self, user: &str, notice: &Frame) -> Vec<Arc<Member>> {
         let is_users = |entry: &Entry| {
             let data = entry.subscriber.member.auth_data.as_ref();
             data.and_then(|d| d.get("user")).and_then(|u| u.as_str()) == Some(user)
@@ -290,7 +290,7 @@ impl Room {
                 }
             }
         }
-        conns
+        gone.into_iter().map(|entry| entry.subscriber.member).collect()
     }
 
     /// Whether `conn` is subscribed.

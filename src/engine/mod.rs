@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 
 pub use crate::ids::MessageId;
 use crate::ids::{ClientId, RoomName};
-use crate::protocol::{Member, Message};
+use crate::protocol::{Frame, Member, Message};
 
 pub use self::store::{StoreError, StoreOptions};
 
@@ -126,6 +126,23 @@ pub trait Delivery: Send + Sync + 'static {
     fn connections(&self, _channel: &str) -> usize {
         0
     }
+
+    /// Removes `user`'s local connections from the room at once (a member
+    /// removed from a group, on any node): each gets `notice`, the room's other
+    /// local subscribers a leave event. Returns the members removed, whose
+    /// deployment-wide presence the engine then ends (cluster engine only).
+    fn evict_user(&self, _channel: &str, _room: &RoomName, _user: &str, _notice: &Frame) -> Vec<Arc<Member>> {
+        Vec::new()
+    }
+}
+
+/// Hears when a display name comes into use on this node (its first live
+/// claim) and when it leaves (its last claim released), so that a cluster
+/// engine can tell the other nodes. Called under the claim's lock, so calls for
+/// one name arrive in order; it must not block.
+pub trait LiveNameSink: Send + Sync + 'static {
+    /// `key` (a name key, PROTOCOL.md §11) of `channel` is live on this node (`live`) or no longer.
+    fn name_changed(&self, channel: &str, key: &str, live: bool);
 }
 
 /// History limits of one channel.
@@ -226,6 +243,52 @@ impl Engine {
         match self {
             Engine::Local(_) => {}
             Engine::Redis(engine) => engine.member_left(channel, room, client),
+        }
+    }
+
+    /// Takes `user`'s connections out of `room` on every node (a member
+    /// removed from a group, PROTOCOL.md §11.1). On one node the broker does
+    /// it itself (`None`); the cluster engine publishes the eviction, and every
+    /// node holding the room — this one included — evicts its own connections
+    /// through [`Delivery::evict_user`] (`Some`: whether Redis took it).
+    pub async fn evict_user(
+        &self,
+        channel: &str,
+        room: &RoomName,
+        user: &str,
+        notice: &Frame,
+    ) -> Option<Result<(), EngineError>> {
+        match self {
+            Engine::Local(_) => None,
+            Engine::Redis(engine) => Some(engine.evict_user(channel, room, user, notice).await),
+        }
+    }
+
+    /// Whether a live connection on any node of the deployment carries the
+    /// display name `key` (PROTOCOL.md §11). On one node the accounts' own
+    /// counts are the whole truth, so this answers `false` at once.
+    pub async fn name_live_in_deployment(&self, channel: &str, key: &str) -> Result<bool, EngineError> {
+        match self {
+            Engine::Local(_) => Ok(false),
+            Engine::Redis(engine) => engine.name_live(channel, key).await,
+        }
+    }
+
+    /// Where this node's live names must be reported (`None` on one node, where
+    /// the node's own counts are the whole truth).
+    pub fn name_sink(&self) -> Option<Arc<dyn LiveNameSink>> {
+        match self {
+            Engine::Local(_) => None,
+            Engine::Redis(engine) => Some(engine.name_sink()),
+        }
+    }
+
+    /// Returns once the name changes reported to [`Engine::name_sink`] so far
+    /// are written (bounded; Redis may be down); at once on one node.
+    pub async fn names_written(&self) {
+        match self {
+            Engine::Local(_) => {}
+            Engine::Redis(engine) => engine.settle().await,
         }
     }
 

@@ -63,6 +63,9 @@ pub enum AuthError {
     /// The accounts or groups store is down; the client may retry.
     #[error("Service unavailable")]
     Store,
+    /// A cluster's Redis did not answer whether the name is live on another node.
+    #[error("Service unavailable")]
+    Unavailable,
 }
 
 impl AuthError {
@@ -75,7 +78,7 @@ impl AuthError {
             AuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuthError::NotLoggedIn => StatusCode::UNAUTHORIZED,
             AuthError::NameTaken => StatusCode::CONFLICT,
-            AuthError::Store => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Store | AuthError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -100,7 +103,7 @@ pub async fn mint(request: Request<Incoming>, app: &App) -> Response<Body> {
         // The tutorial's errors are plain text (its page shows `res.text()`);
         // the members' errors are JSON `{"message"}` as PROTOCOL.md §11 writes
         // them, and so is a store failure, like every other `503` of the server.
-        Err(error @ (AuthError::NotLoggedIn | AuthError::NameTaken | AuthError::Store)) => {
+        Err(error @ (AuthError::NotLoggedIn | AuthError::NameTaken | AuthError::Store | AuthError::Unavailable)) => {
             error_response(error.status(), &error.to_string())
         }
         Err(error) => text_response(error.status(), &error.to_string()),
@@ -139,7 +142,7 @@ async fn mint_inner(request: Request<Incoming>, app: &App) -> Result<Response<Bo
         Some(member) => (member_data(member), Some(member.username.as_str())),
         None if !channel.config.guests => return Err(AuthError::NotLoggedIn),
         None => {
-            let name = guest_name(app, &channel.config.id, parsed.name)?;
+            let name = guest_name(app, &channel.config.id, parsed.name).await?;
             (json!({ "name": name, "color": random_color() }), None)
         }
     };
@@ -170,24 +173,41 @@ fn member_data(member: &UserRecord) -> serde_json::Value {
 }
 
 /// A guest's display name: the asked-for one if it is free, else a random one.
-fn guest_name(app: &App, channel: &str, asked: Option<String>) -> Result<String, AuthError> {
+async fn guest_name(app: &App, channel: &str, asked: Option<String>) -> Result<String, AuthError> {
     if let Some(name) = asked.filter(|n| !n.is_empty()) {
         let name = names::validate_display_name(&name).map_err(AuthError::InvalidName)?;
-        if app.accounts.guest_name_taken(channel, &name)? {
+        if name_taken(app, channel, &name).await? {
             return Err(AuthError::NameTaken);
         }
         return Ok(name);
     }
     // A random name is nobody's choice: avoid names in use, and settle for a
-    // taken one only when many tries fail (a name is not an identity).
+    // taken one only when many tries fail (a name is not an identity) — or
+    // when a cluster's Redis cannot say (guests can still come in).
     let mut name = random_name();
     for _ in 1..RANDOM_NAME_TRIES {
-        if !app.accounts.guest_name_taken(channel, &name)? {
-            break;
+        match name_taken(app, channel, &name).await {
+            Ok(true) => name = random_name(),
+            Ok(false) | Err(AuthError::Store | AuthError::Unavailable) => break,
+            Err(error) => return Err(error),
         }
-        name = random_name();
     }
     Ok(name)
+}
+
+/// Whether a guest may not use `name`: a member's, live on this node (the
+/// accounts know, at once), or live on another node of a cluster (Redis knows).
+async fn name_taken(app: &App, channel: &str, name: &str) -> Result<bool, AuthError> {
+    if app.accounts.guest_name_taken(channel, name)? {
+        return Ok(true);
+    }
+    app.broker
+        .name_live_in_deployment(channel, name)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "could not check the deployment's live names during POST /auth");
+            AuthError::Unavailable
+        })
 }
 
 fn header(request: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<String> {

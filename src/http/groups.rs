@@ -8,7 +8,10 @@
 //! `{"message":"…"}`. Changes run on the blocking pool (they fsync), and then
 //! act on live connections: an added member's inbox is told
 //! (`group_added`), a removed member's connections leave the group room at
-//! once and their inbox is told (`group_removed`); see [`crate::groups`].
+//! once, on every node, and their inbox is told (`group_removed`); see
+//! [`crate::groups`]. A removal whose eviction cannot be published (a
+//! cluster's Redis is down) answers `503` with the removal kept; its retry
+//! evicts (docs/cluster.md).
 
 use std::sync::Arc;
 
@@ -178,19 +181,46 @@ async fn add(
 
 async fn remove(app: &App, channel: &Channel, who: Who, id: &str, user: &str) -> Result<Response<Body>, GroupError> {
     let (channel_id, group_id, removed) = (channel.id.clone(), id.to_owned(), user.to_owned());
-    let group = blocking(app, move |groups| {
+    let stored = blocking(app, move |groups| {
         groups.remove_member(&channel_id, who.actor(), &group_id, &removed)
     })
-    .await?;
-    // The store says no already, so nothing can re-enter; now take the room
-    // from the connections that are in it.
-    if let Ok(room) = RoomName::parse(&groups::room_name(&group.id), usize::MAX) {
-        let notice = crate::protocol::room_error("Unauthorized", &room);
-        let evicted = app.broker.evict_user(channel, &room, user, &notice);
-        tracing::debug!(group = %group.id, user, evicted, "member removed from a group");
+    .await;
+    match stored {
+        // The store says no already, so nothing can re-enter; now take the
+        // room from the connections that are in it, on every node.
+        Ok(group) => {
+            if let Err(response) = evict(app, channel, &group.id, user).await {
+                return Ok(response);
+            }
+            tracing::debug!(group = %group.id, user, "member removed from a group");
+            notify(app, channel, user, &groups::removed_notice(&group.id)).await;
+            Ok(no_content())
+        }
+        // Already not a member: perhaps an earlier removal whose eviction
+        // failed (503), so evict again and the retry finishes the job. The
+        // caller was allowed to remove, or this would be a 403.
+        Err(error @ GroupError::NotAMember(_)) => match evict(app, channel, id, user).await {
+            Ok(()) => Err(error),
+            Err(response) => Ok(response),
+        },
+        Err(error) => Err(error),
     }
-    notify(app, channel, user, &groups::removed_notice(&group.id)).await;
-    Ok(no_content())
+}
+
+/// Takes group `id`'s room from `user`'s connections on every node. Redis
+/// down: `503`, while the removal stays stored (a retry evicts; see [`remove`]).
+async fn evict(app: &App, channel: &Channel, id: &str, user: &str) -> Result<(), Response<Body>> {
+    let Ok(room) = RoomName::parse(&groups::room_name(id), usize::MAX) else {
+        return Ok(());
+    };
+    let notice = crate::protocol::room_error("Unauthorized", &room);
+    app.broker
+        .evict_user(channel, &room, user, &notice)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, group = id, user, "member removed from a group but not evicted");
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable")
+        })
 }
 
 /// Tells `user`'s connections through their `inbox-<user>` room, like a REST

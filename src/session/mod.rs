@@ -313,7 +313,7 @@ impl Session {
                 Some(Ending::Close(CloseCode::Policy, texts::HANDSHAKE_REQUIRED))
             }
             (Request::Authenticate { token }, true) => {
-                self.authenticate(callback, &token);
+                self.authenticate(callback, &token).await;
                 None
             }
             (
@@ -408,7 +408,7 @@ impl Session {
         allowed
     }
 
-    fn authenticate(&mut self, callback: Option<i64>, token: &str) {
+    async fn authenticate(&mut self, callback: Option<i64>, token: &str) {
         if !self.control_allowed(callback) {
             return;
         }
@@ -444,6 +444,10 @@ impl Session {
             .and_then(Value::as_str)
             .zip(self.app.accounts.live_names(&state.credentials.config.id))
             .map(|(name, live)| live.claim(name));
+        if name.is_some() {
+            // In a cluster, other nodes' `POST /auth` see the name once this answers.
+            self.app.broker.names_written().await;
+        }
         state.auth = Some(Auth {
             permissions: verified.permissions,
             exp: verified.exp,

@@ -7,6 +7,7 @@ mod chat;
 mod cluster;
 mod cluster_faults;
 mod cluster_members;
+mod cluster_names;
 mod cluster_util;
 mod durability;
 mod groups;

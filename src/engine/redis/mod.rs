@@ -15,7 +15,16 @@
 //!   room's local subscribers are dropped without a close frame
 //!   ([`Delivery::resync`]), so clients reconnect and recover with
 //!   `history_since` — never a silent gap.
-//! - **Presence**: see [`presence`].
+//! - **Presence**: see [`presence`]; the display names live on this node
+//!   (PROTOCOL.md §11) are kept in Redis the same way, so `POST /auth` on any
+//!   node refuses a guest a name in use anywhere.
+//! - **Eviction** of a member removed from a group (PROTOCOL.md §11.1) is an
+//!   event on the room's channel like a message (`"k":"x"`, not in the
+//!   history stream): every node holding the room evicts its own connections
+//!   of that user ([`Delivery::evict_user`]) and ends their presence with the
+//!   usual leave. Evictions are numbered and recorded per room
+//!   ([`scripts::EVICT`]), so a node that missed one (a number jump, or an
+//!   outage) applies it late rather than never.
 //!
 //! One task, the [`Actor`], owns this node's subscriptions: pub/sub messages,
 //! holds and releases, member changes and the recovery after a reconnect all
@@ -27,8 +36,10 @@
 
 mod presence;
 pub(crate) mod scripts;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,9 +54,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use self::scripts::RoomKeys;
-use super::{ChannelLimits, Delivery, Draft, EngineError, HistoryAnswer, HistoryQuery, MessageId, Presence, Published};
+use super::{
+    ChannelLimits, Delivery, Draft, EngineError, HistoryAnswer, HistoryQuery, LiveNameSink, MessageId, Presence,
+    Published,
+};
 use crate::ids::{ClientId, RoomName, random_alphanumeric};
-use crate::protocol::{Member, Message};
+use crate::protocol::{Frame, Member, Message};
 use crate::token::unix_now;
 
 /// Longest a single Redis round trip may take before Redis counts as unavailable.
@@ -57,6 +71,9 @@ const EPOCH_CHARS: usize = 8;
 /// A room's meta outlives its history by at least this, so that a quiet room
 /// keeps its epoch (and recoveries across the quiet stay exact).
 const META_EXTRA_SECONDS: u64 = 7 * 24 * 3600;
+/// How long a room's eviction record outlives its latest eviction: far longer
+/// than any outage a node recovers from by catching up.
+const EVICTED_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
 /// Redis did not answer, or answered with an error.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +149,11 @@ pub(crate) enum Command {
         room: RoomName,
         client: ClientId,
     },
+    /// A display name came into use on this node (`live`) or left it.
+    NameChanged {
+        field: String,
+        live: bool,
+    },
     /// Our lease had expired and our members were reaped: register them again.
     Reregister,
     /// Answers once everything queued before it is done.
@@ -174,6 +196,7 @@ impl RedisEngine {
             node: Arc::clone(&node),
             delivery: Arc::clone(&delivery),
             rooms: HashMap::new(),
+            names: HashSet::new(),
             disconnected: false,
             held: Arc::clone(&held),
         };
@@ -333,6 +356,61 @@ impl RedisEngine {
         });
     }
 
+    /// Publishes the eviction of `user`'s connections from `room`; every node
+    /// holding the room (this one included) evicts its own when the event
+    /// arrives. An error means no node was told.
+    pub async fn evict_user(
+        &self,
+        channel: &str,
+        room: &RoomName,
+        user: &str,
+        notice: &Frame,
+    ) -> Result<(), EngineError> {
+        self.limits(channel)?;
+        let keys = RoomKeys::new(channel, room.as_str());
+        let tail = format!(
+            r#""u":{},"m":{}}}"#,
+            serde_json::to_string(user).unwrap_or_else(|_| "null".into()),
+            notice.as_str(),
+        );
+        let mut conn = self.conn.clone();
+        within(
+            scripts::EVICT
+                .key(&keys.evicted)
+                .key(&keys.events)
+                .arg(user)
+                .arg(EVICTED_TTL_SECONDS)
+                .arg(tail)
+                .arg(notice.as_str())
+                .invoke_async::<u64>(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a connection on a live node carries the display name `key` of `channel`.
+    pub async fn name_live(&self, channel: &str, key: &str) -> Result<bool, EngineError> {
+        self.limits(channel)?;
+        let mut conn = self.conn.clone();
+        Ok(presence::name_live(&mut conn, &scripts::name_field(channel, key)).await?)
+    }
+
+    /// Returns once the actor has done everything queued before this call
+    /// (bounded, as [`RedisEngine::member_joined`] is).
+    pub async fn settle(&self) {
+        let (done, settled) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, settled).await;
+        }
+    }
+
+    /// The handle the accounts' live names report this node's changes to.
+    pub fn name_sink(&self) -> Arc<dyn LiveNameSink> {
+        Arc::new(NameReporter {
+            commands: self.commands.clone(),
+        })
+    }
+
     /// Rooms this node is subscribed to.
     pub fn rooms_in_memory(&self) -> usize {
         self.held.load(Ordering::Relaxed)
@@ -401,6 +479,18 @@ impl RedisEngine {
     }
 }
 
+/// Hands this node's name changes to the actor, which writes them in order.
+struct NameReporter {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl LiveNameSink for NameReporter {
+    fn name_changed(&self, channel: &str, key: &str, live: bool) {
+        let field = scripts::name_field(channel, key);
+        let _ = self.commands.send(Command::NameChanged { field, live });
+    }
+}
+
 /// One room this node is subscribed to.
 struct RoomSub {
     channel: Arc<str>,
@@ -412,6 +502,9 @@ struct RoomSub {
     /// The offset of the last delivered message; `None` before the first
     /// (everything published after the subscription arrives, so there is no gap to check).
     last: Option<u64>,
+    /// The number of the last eviction applied (or known when the room was
+    /// first held); `None` until Redis has said.
+    evictions: Option<u64>,
     /// This node's members of the room, registered again after Redis comes back.
     local: IndexMap<ClientId, Arc<Member>>,
 }
@@ -423,6 +516,8 @@ struct Actor {
     delivery: Arc<dyn Delivery>,
     /// By pub/sub channel name.
     rooms: HashMap<String, RoomSub>,
+    /// This node's live names (fields of its names hash), written again after Redis comes back.
+    names: HashSet<String>,
     /// The connection was lost (or a request failed): subscriptions and
     /// registrations must be redone and gaps checked once Redis answers.
     disconnected: bool,
@@ -480,33 +575,26 @@ impl Actor {
                     holders: 0,
                     epoch: None,
                     last: None,
+                    evictions: None,
                     local: IndexMap::new(),
                 });
                 sub.holders += 1;
                 if sub.holders == 1 {
                     self.held.fetch_add(1, Ordering::Relaxed);
-                    if let Err(error) = self.subscribe(&name).await {
-                        self.lost(&error);
-                    } else if let Err(error) = self.snapshot(&name).await {
+                    let result = async {
+                        self.subscribe(&name).await?;
+                        self.snapshot(&name).await?;
+                        self.catch_up_evictions(&name).await
+                    }
+                    .await;
+                    if let Err(error) = result {
                         self.lost(&error);
                     }
                 }
                 let _ = done.send(());
             }
             Command::Release { channel, room } => {
-                let name = RoomKeys::new(&channel, room.as_str()).events;
-                let Some(sub) = self.rooms.get_mut(&name) else {
-                    return;
-                };
-                sub.holders = sub.holders.saturating_sub(1);
-                if sub.holders == 0 {
-                    self.rooms.remove(&name);
-                    self.held.fetch_sub(1, Ordering::Relaxed);
-                    let mut conn = self.conn.clone();
-                    if let Err(error) = within(conn.unsubscribe(&name)).await {
-                        debug!(%error, "unsubscribe failed");
-                    }
-                }
+                self.release(&RoomKeys::new(&channel, room.as_str()).events).await;
             }
             Command::Joined {
                 channel,
@@ -534,6 +622,16 @@ impl Actor {
                     self.lost(&error);
                 }
             }
+            Command::NameChanged { field, live } => {
+                if live {
+                    self.names.insert(field.clone());
+                } else {
+                    self.names.remove(&field);
+                }
+                if let Err(error) = presence::name_changed(&mut self.conn, &self.node, &field, live).await {
+                    self.lost(&error);
+                }
+            }
             Command::Reregister => {
                 if let Err(error) = self.register_all().await {
                     self.lost(&error);
@@ -543,6 +641,89 @@ impl Actor {
                 let _ = done.send(());
             }
         }
+    }
+
+    /// One holder of the room is gone; the last one unsubscribes.
+    async fn release(&mut self, name: &str) {
+        let Some(sub) = self.rooms.get_mut(name) else {
+            return;
+        };
+        sub.holders = sub.holders.saturating_sub(1);
+        if sub.holders == 0 {
+            self.rooms.remove(name);
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            let mut conn = self.conn.clone();
+            if let Err(error) = within(conn.unsubscribe(name)).await {
+                debug!(%error, "unsubscribe failed");
+            }
+        }
+    }
+
+    /// A group removal reached this node: evict the user's local connections
+    /// and end their presence. Their leave to other nodes is the usual LEAVE,
+    /// whose `HDEL` makes it exactly once even if a reaper removes them too.
+    async fn evict(&mut self, name: &str, user: &str, notice: &Frame) {
+        let Some(sub) = self.rooms.get(name) else {
+            return;
+        };
+        let (channel, room) = (Arc::clone(&sub.channel), sub.room.clone());
+        let evicted = self.delivery.evict_user(&channel, &room, user, notice);
+        for member in &evicted {
+            if let Some(sub) = self.rooms.get_mut(name) {
+                sub.local.shift_remove(&member.id);
+            }
+            let result = presence::unregister(&mut self.conn, &self.node, &channel, &room, member.id.as_str()).await;
+            if let Err(error) = result {
+                self.lost(&error);
+            }
+            // Each evicted connection held the room, as a leaving one does.
+            self.release(name).await;
+        }
+        if !evicted.is_empty() {
+            debug!(%room, user, evicted = evicted.len(), "evicted a removed member's connections");
+        }
+    }
+
+    /// Applies the evictions of the room this node has not seen (pub/sub lost
+    /// them while it was away); the first time, only learns where they stand.
+    async fn catch_up_evictions(&mut self, name: &str) -> Result<(), Unavailable> {
+        self.catch_up_evictions_from(name, 0).await
+    }
+
+    /// [`Actor::catch_up_evictions`], skipping the one numbered `applied` (just done).
+    async fn catch_up_evictions_from(&mut self, name: &str, applied: u64) -> Result<(), Unavailable> {
+        let Some(sub) = self.rooms.get(name) else {
+            return Ok(());
+        };
+        let record: HashMap<String, String> =
+            within(redis::cmd("HGETALL").arg(&sub.keys.evicted).query_async(&mut self.conn)).await?;
+        let Some(sub) = self.rooms.get_mut(name) else {
+            return Ok(());
+        };
+        let newest: u64 = record.get("#").and_then(|n| n.parse().ok()).unwrap_or(0);
+        let Some(known) = sub.evictions.replace(newest) else {
+            // First hold: earlier evictions were before any of our subscribers came.
+            return Ok(());
+        };
+        // A counter behind ours: Redis lost the record and started again.
+        let known = if newest < known { 0 } else { known };
+        let mut missed: Vec<(u64, &str)> = record
+            .iter()
+            .filter_map(|(field, number)| Some((number.parse().ok()?, field.strip_prefix("u:")?)))
+            .filter(|&(number, _)| number > known && number != applied)
+            .collect();
+        let Some(notice) = record.get("n").filter(|_| !missed.is_empty()) else {
+            return Ok(());
+        };
+        missed.sort_unstable();
+        let notice = Frame::from(notice.clone());
+        let users: Vec<String> = missed.into_iter().map(|(_, user)| user.to_owned()).collect();
+        let room = sub.room.clone();
+        for user in users {
+            warn!(%room, user, "applying an eviction this node missed while away from Redis");
+            self.evict(name, &user, &notice).await;
+        }
+        Ok(())
     }
 
     fn lost(&mut self, error: &Unavailable) {
@@ -577,6 +758,7 @@ impl Actor {
         Ok(())
     }
 
+    /// Registers this node's members and live names again (after a reap or an outage).
     async fn register_all(&mut self) -> Result<(), Unavailable> {
         let members: Vec<(Arc<str>, RoomName, Arc<Member>)> = self
             .rooms
@@ -590,7 +772,7 @@ impl Actor {
         for (channel, room, member) in members {
             presence::register(&mut self.conn, &self.node, &channel, &room, &member).await?;
         }
-        Ok(())
+        presence::write_names(&mut self.conn, &self.node, self.names.iter()).await
     }
 
     /// Redis answers again: subscribe again, register our members again, take
@@ -609,6 +791,7 @@ impl Actor {
             for name in &names {
                 self.snapshot(name).await?;
                 self.catch_up(name).await?;
+                self.catch_up_evictions(name).await?;
             }
             Ok::<(), Unavailable>(())
         }
@@ -715,6 +898,20 @@ impl Actor {
                 });
                 sub.last = Some(offset);
                 self.delivery.deliver(&sub.channel, &message);
+            }
+            "x" => {
+                let (Some(user), Some(notice)) = (envelope.u, envelope.m) else {
+                    return;
+                };
+                // A number jump: pub/sub lost evictions before this one.
+                let missed = sub.evictions.is_some_and(|known| envelope.o > known + 1);
+                if !missed {
+                    sub.evictions = Some(sub.evictions.unwrap_or(0).max(envelope.o));
+                }
+                self.evict(name, &user, &Frame::from(notice.get().to_owned())).await;
+                if missed && let Err(error) = self.catch_up_evictions_from(name, envelope.o).await {
+                    self.lost(&error);
+                }
             }
             // Our own members' events were delivered locally already.
             _ if envelope.n == *self.node => {}

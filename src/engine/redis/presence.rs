@@ -8,6 +8,11 @@
 //! a node whose lease has expired is reaped by whichever live node claims it
 //! first ([`scripts::REAP`]), and each of its members leaves exactly once
 //! because the leave itself is claimed by an atomic `HDEL` ([`scripts::LEAVE`]).
+//!
+//! Live display names (PROTOCOL.md §11) are presence too: each node keeps the
+//! names its connections carry in its own hash ([`scripts::node_names`]),
+//! which goes with its lease ([`scripts::NAME_LIVE`] ignores a node whose lease
+//! ran out) and with its reaping.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,6 +140,7 @@ pub(super) async fn reap(conn: &mut ConnectionManager, dead: &str) -> Result<usi
             .key(scripts::NODES)
             .key(scripts::lease(dead))
             .key(scripts::node_members(dead))
+            .key(scripts::node_names(dead))
             .arg(dead)
             .invoke_async(conn),
     )
@@ -156,6 +162,52 @@ pub(super) async fn reap(conn: &mut ConnectionManager, dead: &str) -> Result<usi
         debug!(node = dead, removed, "reaped the members of a node whose lease expired");
     }
     Ok(removed)
+}
+
+/// Makes `node`'s names hash exactly `fields`, atomically: after a reap, a
+/// Redis restart, or changes that failed while Redis was away.
+pub(super) async fn write_names<'a>(
+    conn: &mut ConnectionManager,
+    node: &str,
+    fields: impl ExactSizeIterator<Item = &'a String>,
+) -> Result<(), Unavailable> {
+    let key = scripts::node_names(node);
+    let mut pipe = redis::pipe();
+    pipe.atomic().del(&key).ignore();
+    if fields.len() > 0 {
+        pipe.hset_multiple(&key, &fields.map(|f| (f.as_str(), 1)).collect::<Vec<_>>())
+            .ignore();
+    }
+    within(pipe.query_async::<()>(conn)).await
+}
+
+/// Records one change of `node`'s live names.
+pub(super) async fn name_changed(
+    conn: &mut ConnectionManager,
+    node: &str,
+    field: &str,
+    live: bool,
+) -> Result<(), Unavailable> {
+    let key = scripts::node_names(node);
+    let mut command = if live { redis::cmd("HSET") } else { redis::cmd("HDEL") };
+    command.arg(&key).arg(field);
+    if live {
+        command.arg(1);
+    }
+    within(command.query_async::<()>(conn)).await
+}
+
+/// Whether a live node has `field` among its names.
+pub(super) async fn name_live(conn: &mut ConnectionManager, field: &str) -> Result<bool, Unavailable> {
+    let live: i64 = within(
+        scripts::NAME_LIVE
+            .key(scripts::NODES)
+            .arg(scripts::NODE_PREFIX)
+            .arg(field)
+            .invoke_async(conn),
+    )
+    .await?;
+    Ok(live == 1)
 }
 
 /// What the heartbeat task needs.

@@ -23,6 +23,10 @@ pub(crate) struct RoomKeys {
     pub members: String,
     /// Pub/sub channel of the room's messages and presence events.
     pub events: String,
+    /// Hash `#` → eviction counter, `u:<user>` → the counter at that user's
+    /// latest eviction, `n` → the notice: what a node that missed eviction
+    /// events catches up on.
+    pub evicted: String,
 }
 
 impl RoomKeys {
@@ -33,6 +37,7 @@ impl RoomKeys {
             log: format!("{tag}:log"),
             members: format!("{tag}:members"),
             events: format!("{tag}:events"),
+            evicted: format!("{tag}:evicted"),
         }
     }
 }
@@ -59,6 +64,20 @@ pub(crate) fn node_members(node: &str) -> String {
 pub(crate) fn node_stats(node: &str) -> String {
     format!("{PREFIX}:{{nodes}}:stats:{node}")
 }
+
+/// Hash `<channel>/<name key>` → `1`: the display names live on one node
+/// (PROTOCOL.md §11). Channel ids cannot contain `/`, so the first one splits.
+pub(crate) fn node_names(node: &str) -> String {
+    format!("{NODE_PREFIX}names:{node}")
+}
+
+/// The field of a live name in a node's [`node_names`] hash.
+pub(crate) fn name_field(channel: &str, key: &str) -> String {
+    format!("{channel}/{key}")
+}
+
+/// What every `{nodes}` key starts with; [`NAME_LIVE`] builds per-node keys from it.
+pub(crate) const NODE_PREFIX: &str = "rookery:{nodes}:";
 
 /// Places one message: KEYS meta, log, events; ARGV new epoch, history size,
 /// stream TTL, meta TTL, timestamp, message, client id, user, envelope tail.
@@ -130,6 +149,22 @@ return 0
     )
 });
 
+/// Evicts a user from a room on every node: KEYS evicted, events; ARGV user,
+/// TTL, envelope tail (`"u":…,"m":…}`), notice. Numbers the eviction, records
+/// it (and the notice) for nodes that miss the event, and publishes
+/// `{"k":"x","o":number,…}`.
+pub(crate) static EVICT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local number = redis.call('HINCRBY', KEYS[1], '#', 1)
+redis.call('HSET', KEYS[1], 'u:' .. ARGV[1], number, 'n', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], '{"k":"x","o":' .. number .. ',' .. ARGV[3])
+return number
+"#,
+    )
+});
+
 /// Renews a lease: KEYS nodes, lease, stats; ARGV node id, lease seconds, then
 /// channel/count pairs. Returns 1 if the node was not registered (first start,
 /// or reaped after its lease expired: its members must be registered again).
@@ -145,16 +180,35 @@ return redis.call('SADD', KEYS[1], ARGV[1])
     )
 });
 
-/// Claims a dead node's cleanup: KEYS nodes, lease, members; ARGV node id.
-/// Returns its member entries to the one caller that claimed it, else nothing.
+/// Claims a dead node's cleanup: KEYS nodes, lease, members, names; ARGV node
+/// id. Its live names go with the claim; returns its member entries to the one
+/// caller that claimed it, else nothing.
 pub(crate) static REAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local entries = redis.call('SMEMBERS', KEYS[3])
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 return entries
+"#,
+    )
+});
+
+/// Whether a live node has a display name: KEYS nodes; ARGV the `{nodes}` key
+/// prefix, the name's field. Returns 1 if a registered node whose lease still
+/// runs has the field, so a dead node's names are free as soon as its lease
+/// expires, before any reaper has run. Every key is in the `{nodes}` slot.
+pub(crate) static NAME_LIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('HEXISTS', ARGV[1] .. 'names:' .. node, ARGV[2]) == 1
+    and redis.call('EXISTS', ARGV[1] .. 'lease:' .. node) == 1 then
+    return 1
+  end
+end
+return 0
 "#,
     )
 });
