@@ -199,6 +199,57 @@ async fn groups_and_their_membership_checks_are_the_same_on_every_node() {
     assert_eq!(listed.json(), json!([]), "{}", listed.text());
 }
 
+#[tokio::test]
+async fn a_removal_on_one_node_evicts_the_member_on_every_node_with_one_leave() {
+    let redis = Redis::start().await;
+    let (a, b) = tokio::join!(node(&redis), node(&redis));
+    for user in ["alice", "bob"] {
+        assert_eq!(register(&a, user).await.status, 201);
+    }
+    let alice = session(&a, "alice").await;
+    let bob = session(&b, "bob").await;
+    let body = json!({"id": "team", "title": "Team", "members": ["bob"]});
+    let created = groups_call(&a, "POST", "/groups", Some(&alice), Some(body)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+
+    // Alice in the room on A, Bob on B: she sees him join.
+    let (mut on_a, _) = member_online(&a, &alice).await;
+    let reply = on_a.subscribe(ROOM).await;
+    assert_eq!(reply.get("error"), None, "{reply}");
+    assert_eq!(on_a.recv().await["type"], "observable_members");
+    let (mut on_b, _) = member_online(&b, &bob).await;
+    let reply = on_b.subscribe(ROOM).await;
+    assert_eq!(reply.get("error"), None, "{reply}");
+    assert_eq!(on_b.recv().await["type"], "observable_members");
+    let joined = on_a.recv().await;
+    assert_eq!(joined["type"], "observable_member_join", "{joined}");
+    assert_eq!(joined["data"]["id"], on_b.id());
+
+    // Removed through A: Bob's connection on B loses the room at once.
+    let removed = groups_call(&a, "DELETE", "/groups/team/members/bob", Some(&alice), None).await;
+    assert_eq!(removed.status, 204, "{}", removed.text());
+    let evicted = on_b.recv().await;
+    assert_eq!(evicted, json!({"error": "Unauthorized", "room": ROOM}), "{evicted}");
+    // Alice sees one leave: her own next message comes right after it.
+    let left = on_a.recv().await;
+    assert_eq!(left["type"], "observable_member_leave", "{left}");
+    assert_eq!(left["data"]["id"], on_b.id());
+    on_a.publish(ROOM, json!("after")).await;
+    let next = on_a.recv().await;
+    assert_eq!(next["message"], "after", "no second leave, nothing else: {next}");
+    // Bob's connection stays open, out of the room: nothing of it reaches him,
+    // and his old token no longer opens it.
+    let refused = on_b
+        .request(json!({"type": "publish", "room": ROOM, "message": "x"}))
+        .await;
+    assert_eq!(refused["error"], "Unauthorized", "{refused}");
+    // The deployment's member list has only Alice left, asked on either node.
+    for node in [&a, &b] {
+        let members = groups_call(node, "GET", &format!("/{ROOM}/members"), None, None).await;
+        assert_eq!(members.json(), json!([on_a.id()]), "{}", members.text());
+    }
+}
+
 /// Whether a token's permissions have the group room's rule.
 fn names_room(token: &str) -> bool {
     jwt_claims(token)["permissions"].get(format!("^{ROOM}$")).is_some()
