@@ -1,6 +1,6 @@
-//! The shared engine of the message scenarios (`fanout`, `rooms`): set up every client, start
-//! them together, publish at fixed rates for a fixed time, then wait (bounded) for the last
-//! deliveries and count what arrived.
+//! The shared engine of the message scenarios (`fanout`, `rooms`, `cluster`): set up every
+//! client, start them together, publish at fixed rates for a fixed time, then wait (bounded) for
+//! the last deliveries and count what arrived.
 //!
 //! A run drives a [`Deployment`]: one node, or several nodes sharing a Redis (the `cluster`
 //! scenario). Each client connects to the node its plan names, deliveries and latency are also
