@@ -1,7 +1,8 @@
 //! `compare`: reads the JSON result lines of one `run.sh` session and prints Markdown tables of
 //! Rookery and NATS figures side by side with the Rookery/NATS ratio; where the same case also
 //! ran against other Rookery set-ups (store in memory, one fsync per message) their columns and
-//! ratios join the table, and a closing summary gathers the durable store's figures.
+//! ratios join the table, and a closing summary gathers the durable store's figures. The
+//! `cluster` case has a table of its own: two nodes against one, per node and for Redis.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -144,6 +145,7 @@ const SETUPS: &[(&str, &str)] = &[
     ("nats", "NATS"),
     ("rookery-memory", "Rookery, memory store"),
     ("rookery-fsync1", "Rookery, fsync per message"),
+    ("rookery-cluster", "Rookery, two nodes"),
 ];
 
 /// Ratio columns, shown when a table has both set-ups: numerator, denominator, title.
@@ -214,13 +216,18 @@ impl Suite {
 
     /// The median over runs of the per-run ratio `a / b` of one metric, if any run has both.
     fn ratio(&self, label: &str, a: &str, b: &str, path: &[&str]) -> Option<f64> {
+        self.ratio_of(label, (a, path), (b, path))
+    }
+
+    /// Like [`Suite::ratio`], with a metric of its own for each side: (set-up, path).
+    fn ratio_of(&self, label: &str, (a, pa): (&str, &[&str]), (b, pb): (&str, &[&str])) -> Option<f64> {
         let mut ratios: Vec<f64> = self
             .runs
             .iter()
             .filter_map(|run| {
                 let t = run.get(label)?;
-                let x = get(t.get(a)?, path)?.as_f64()?;
-                let y = get(t.get(b)?, path)?.as_f64()?;
+                let x = get(t.get(a)?, pa)?.as_f64()?;
+                let y = get(t.get(b)?, pb)?.as_f64()?;
                 (y != 0.0).then_some(x / y)
             })
             .collect();
@@ -295,6 +302,11 @@ fn render(runs: &[String]) -> Result<String, std::fmt::Error> {
             "auth" => (AUTH_METRICS, &["rookery", "nats"]),
             "rest" => (REST_METRICS, &["rookery"]),
             "floor" => (FLOOR_METRICS, &["local"]),
+            "cluster" => {
+                writeln!(out, "\n### {label}: {description}\n")?;
+                cluster_table(&suite, label, &mut out)?;
+                continue;
+            }
             _ => continue,
         };
         writeln!(out, "\n### {label}: {description}\n")?;
@@ -332,6 +344,152 @@ fn render(runs: &[String]) -> Result<String, std::fmt::Error> {
     }
     store_summary(&suite, &mut out)?;
     Ok(out)
+}
+
+/// One row of the `cluster` table: the figure of the two nodes, and the single-node figure it
+/// is judged against (`None`: nothing comparable on one node, e.g. Redis).
+struct ClusterRow {
+    name: &'static str,
+    two: &'static [&'static str],
+    one: Option<&'static [&'static str]>,
+    higher_is_better: bool,
+}
+
+const fn row(
+    name: &'static str,
+    two: &'static [&'static str],
+    one: Option<&'static [&'static str]>,
+    higher: bool,
+) -> ClusterRow {
+    ClusterRow {
+        name,
+        two,
+        one,
+        higher_is_better: higher,
+    }
+}
+
+/// The latency of all subscribers of one node is the reference for each node's subscribers.
+const ALL_P50: &[&str] = &["latency_us", "p50"];
+const ALL_P99: &[&str] = &["latency_us", "p99"];
+const ALL_CPU: &[&str] = &["server_cpu_us_per_delivery"];
+
+const CLUSTER_ROWS: &[ClusterRow] = &[
+    row("deliveries/s", &["deliveries_per_s"], Some(&["deliveries_per_s"]), true),
+    row("loss %", &["loss_pct"], Some(&["loss_pct"]), false),
+    row("latency p50 µs, all subscribers", ALL_P50, Some(ALL_P50), false),
+    row("latency p99 µs, all subscribers", ALL_P99, Some(ALL_P99), false),
+    row(
+        "latency p50 µs, subscribers on A (publisher's node)",
+        &["nodes", "a", "latency_us", "p50"],
+        Some(ALL_P50),
+        false,
+    ),
+    row(
+        "latency p99 µs, subscribers on A (publisher's node)",
+        &["nodes", "a", "latency_us", "p99"],
+        Some(ALL_P99),
+        false,
+    ),
+    row(
+        "latency p50 µs, subscribers on B (cross-node)",
+        &["nodes", "b", "latency_us", "p50"],
+        Some(ALL_P50),
+        false,
+    ),
+    row(
+        "latency p99 µs, subscribers on B (cross-node)",
+        &["nodes", "b", "latency_us", "p99"],
+        Some(ALL_P99),
+        false,
+    ),
+    row("server CPU µs/delivery, all nodes", ALL_CPU, Some(ALL_CPU), false),
+    row(
+        "server CPU µs/delivery, node A (its deliveries, publishes on it)",
+        &["nodes", "a", "server_cpu_us_per_delivery"],
+        Some(ALL_CPU),
+        false,
+    ),
+    row(
+        "server CPU µs/delivery, node B (its deliveries)",
+        &["nodes", "b", "server_cpu_us_per_delivery"],
+        Some(ALL_CPU),
+        false,
+    ),
+    row(
+        "server CPU %, node A",
+        &["nodes", "a", "server_cpu_pct"],
+        Some(&["server_cpu_pct"]),
+        false,
+    ),
+    row("server CPU %, node B", &["nodes", "b", "server_cpu_pct"], None, false),
+    row("Redis CPU µs/publish", &["redis", "cpu_us_per_publish"], None, false),
+    row("Redis CPU %", &["redis", "cpu_pct"], None, false),
+    row(
+        "Redis client reads/publish (≈ round trips)",
+        &["redis", "reads_per_publish"],
+        None,
+        false,
+    ),
+    row(
+        "Redis script calls (EVALSHA)/publish",
+        &["redis", "script_calls_per_publish"],
+        None,
+        false,
+    ),
+    row(
+        "Redis commands/publish (inside scripts too)",
+        &["redis", "commands_per_publish"],
+        None,
+        false,
+    ),
+    row(
+        "deployment CPU µs/delivery (nodes + Redis)",
+        &["deployment_cpu_us_per_delivery"],
+        Some(&["deployment_cpu_us_per_delivery"]),
+        false,
+    ),
+    row("generator CPU %", &["gen_cpu_pct"], Some(&["gen_cpu_pct"]), false),
+    row(
+        "other processes CPU %",
+        &["machine", "other_cpu_pct"],
+        Some(&["machine", "other_cpu_pct"]),
+        false,
+    ),
+    row(
+        "interrupt/softirq CPU %",
+        &["machine", "irq_cpu_pct"],
+        Some(&["machine", "irq_cpu_pct"]),
+        false,
+    ),
+];
+
+/// The `cluster` case: one node (`rookery`), two nodes (`rookery-cluster`), and their ratio,
+/// where each two-node figure is set against the single-node figure of the same kind (the
+/// latency of B's subscribers against that of all subscribers of the single node).
+fn cluster_table(suite: &Suite, label: &str, out: &mut String) -> std::fmt::Result {
+    const ONE: &str = "rookery";
+    const TWO: &str = "rookery-cluster";
+    writeln!(
+        out,
+        "| metric | {} | {} | two nodes/one node | better |\n|---|---:|---:|---:|---|",
+        title(ONE),
+        title(TWO)
+    )?;
+    for r in CLUSTER_ROWS {
+        let one = r.one.map_or_else(Vec::new, |p| suite.values(label, ONE, p));
+        let ratio = r.one.and_then(|p| suite.ratio_of(label, (TWO, r.two), (ONE, p)));
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.name,
+            cell(one),
+            cell(suite.values(label, TWO, r.two)),
+            ratio_cell(ratio),
+            if r.higher_is_better { "higher" } else { "lower" }
+        )?;
+    }
+    Ok(())
 }
 
 /// The durable store's two headline figures, gathered over all cases: server CPU per delivery
@@ -464,6 +622,55 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("| rest | 8000 | 1000 | 8.00 | 100 | 100 |"), "{out}");
+    }
+
+    #[test]
+    fn the_cluster_case_sets_each_node_against_one_node() {
+        let one = serde_json::json!({
+            "deliveries_per_s": 1000.0, "latency_us": {"p50": 100, "p99": 400},
+            "server_cpu_us_per_delivery": 10.0, "deployment_cpu_us_per_delivery": 10.0,
+            "nodes": {"a": {"latency_us": {"p50": 100}, "server_cpu_us_per_delivery": 10.0}},
+        });
+        let two = serde_json::json!({
+            "deliveries_per_s": 1000.0, "latency_us": {"p50": 150, "p99": 600},
+            "server_cpu_us_per_delivery": 12.0, "deployment_cpu_us_per_delivery": 15.0,
+            "nodes": {
+                "a": {"latency_us": {"p50": 120, "p99": 500}, "server_cpu_us_per_delivery": 13.0},
+                "b": {"latency_us": {"p50": 200, "p99": 800}, "server_cpu_us_per_delivery": 11.0},
+            },
+            "redis": {"cpu_us_per_publish": 40.0, "reads_per_publish": 1.02},
+        });
+        let run = [
+            line("cluster", "cluster", "rookery", one),
+            line("cluster", "cluster", "rookery-cluster", two),
+        ]
+        .join("\n");
+        let out = render(&[run]).unwrap();
+        assert!(
+            out.contains("| metric | Rookery | Rookery, two nodes | two nodes/one node | better |"),
+            "{out}"
+        );
+        // B's subscribers against all subscribers of the single node.
+        assert!(
+            out.contains("| latency p50 µs, subscribers on B (cross-node) | 100 | 200 | 2.00 | lower |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| latency p99 µs, subscribers on A (publisher's node) | 400 | 500 | 1.25 | lower |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| server CPU µs/delivery, node B (its deliveries) | 10.00 | 11.00 | 1.10 | lower |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| Redis client reads/publish (≈ round trips) | – | 1.02 | – | lower |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| deployment CPU µs/delivery (nodes + Redis) | 10.00 | 15.00 | 1.50 | lower |"),
+            "{out}"
+        );
     }
 
     #[test]

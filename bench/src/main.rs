@@ -9,9 +9,10 @@
 //! - `rookery`, `nats`: the two protocol adapters, which `client` dispatches to.
 //! - `ws`: what `client` and both adapters share (stream type, events, bounded send/receive).
 //! - `payload`: the timestamped benchmark message.
-//! - `scenario`: `fanout`, `rooms` (via the shared `load` engine), `conns`, `auth` and `rest`
-//!   (via the shared `http` driver), `floor`.
-//! - `stats`, `procstat`: histograms, counters, and `/proc` readings.
+//! - `scenario`: `fanout`, `cluster`, `rooms` (via the shared `load` engine), `conns`, `auth`
+//!   and `rest` (via the shared `http` driver), `floor`.
+//! - `stats`, `procstat`, `redis_info`: histograms, counters, `/proc` readings, and Redis's own
+//!   counters.
 //! - `compare`: the tables of all server set-ups, with their ratios.
 
 mod client;
@@ -19,6 +20,7 @@ mod compare;
 mod nats;
 mod payload;
 mod procstat;
+mod redis_info;
 mod rookery;
 mod scenario;
 mod stats;
@@ -31,7 +33,7 @@ use clap::{Args, Parser, Subcommand};
 
 use client::{Endpoint, Target};
 use scenario::PlanCommon;
-use scenario::load::Outcome;
+use scenario::load::{Deployment, Node, Outcome, Redis};
 
 #[derive(Parser)]
 #[command(version, about = "Load generator comparing Rookery with nats-server (loopback only)")]
@@ -59,6 +61,39 @@ enum Command {
         rate: f64,
         /// The room (NATS subject).
         #[arg(long, default_value = "bench-fanout")]
+        room: String,
+    },
+    /// The `fanout` load over two Rookery nodes sharing a Redis: subscribers split half and half
+    /// over node A (`--addr`) and node B (`--addr-b`), publishers on A. Without `--addr-b` the
+    /// same clients all go to `--addr`: the single-node peer of the same run.
+    Cluster {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Node B's address (WebSocket); loopback only.
+        #[arg(long, requires = "redis_addr")]
+        addr_b: Option<SocketAddr>,
+        /// Node B's process id.
+        #[arg(long, requires = "addr_b")]
+        server_pid_b: Option<u32>,
+        /// The nodes' Redis, to read `INFO stats` and `INFO commandstats` around the run.
+        #[arg(long, requires = "addr_b")]
+        redis_addr: Option<SocketAddr>,
+        /// Redis's process id, to read its CPU time.
+        #[arg(long, requires = "redis_addr")]
+        redis_pid: Option<u32>,
+        /// Subscribing clients (split over the nodes).
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Publishing clients (not subscribed), all on node A.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Messages per second per publisher.
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// The room.
+        #[arg(long, default_value = "bench-cluster")]
         room: String,
     },
     /// Many two-person rooms; both members subscribe and publish at a low rate.
@@ -191,13 +226,15 @@ impl ServerArgs {
     }
 
     fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        anyhow::ensure!(
-            self.addr.ip().is_loopback(),
-            "only loopback addresses may be benchmarked"
-        );
+        self.endpoint_at(self.addr)
+    }
+
+    /// The endpoint of the same server set-up at another address (a second node).
+    fn endpoint_at(&self, addr: SocketAddr) -> anyhow::Result<Endpoint> {
+        anyhow::ensure!(addr.ip().is_loopback(), "only loopback addresses may be benchmarked");
         Ok(Endpoint {
             target: self.target,
-            addr: self.addr,
+            addr,
             rookery: rookery::Params {
                 channel: self.channel.clone(),
                 secret: self.secret.clone(),
@@ -244,6 +281,33 @@ fn main() -> anyhow::Result<()> {
             serde_json::json!({"subscribers": subscribers, "publishers": publishers, "rate": rate, "size": load.size, "duration": load.duration}),
             server.threads,
         ),
+        Command::Cluster {
+            server,
+            load,
+            addr_b,
+            subscribers,
+            publishers,
+            rate,
+            ..
+        } => {
+            let nodes = if addr_b.is_some() { 2 } else { 1 };
+            let split = if nodes == 2 {
+                "split over nodes A and B, publishers on A"
+            } else {
+                "all on one node"
+            };
+            (
+                "cluster",
+                server.name(),
+                server.label.clone(),
+                format!(
+                    "one room, {subscribers} subscribers and {publishers} publisher(s) at {rate}/s each ({split}), {} B payload",
+                    load.size
+                ),
+                serde_json::json!({"subscribers": subscribers, "publishers": publishers, "rate": rate, "size": load.size, "duration": load.duration, "nodes": nodes}),
+                server.threads,
+            )
+        }
         Command::Rooms {
             server,
             load,
@@ -335,7 +399,40 @@ fn main() -> anyhow::Result<()> {
                     &room,
                     load.common(server.connect_concurrency)?,
                 );
-                scenario::load::run(server.endpoint()?, plan, server.server_pid).await
+                scenario::load::run(Deployment::single(server.endpoint()?, server.server_pid), plan).await
+            }
+            Command::Cluster {
+                server,
+                load,
+                addr_b,
+                server_pid_b,
+                redis_addr,
+                redis_pid,
+                subscribers,
+                publishers,
+                rate,
+                room,
+            } => {
+                anyhow::ensure!(
+                    server.target == Target::Rookery,
+                    "the cluster scenario runs Rookery nodes only"
+                );
+                let plan = scenario::cluster_plan(
+                    subscribers,
+                    publishers,
+                    rate,
+                    &room,
+                    load.common(server.connect_concurrency)?,
+                );
+                let mut deployment = Deployment::single(server.endpoint()?, server.server_pid);
+                if let Some(b) = addr_b {
+                    deployment.nodes.push(Node {
+                        endpoint: server.endpoint_at(b)?,
+                        pid: server_pid_b,
+                    });
+                }
+                deployment.redis = redis_addr.map(|addr| Redis { addr, pid: redis_pid });
+                scenario::load::run(deployment, plan).await
             }
             Command::Rooms {
                 server,
@@ -344,7 +441,7 @@ fn main() -> anyhow::Result<()> {
                 rate,
             } => {
                 let plan = scenario::rooms_plan(rooms, rate, "bench-room-", load.common(server.connect_concurrency)?);
-                scenario::load::run(server.endpoint()?, plan, server.server_pid).await
+                scenario::load::run(Deployment::single(server.endpoint()?, server.server_pid), plan).await
             }
             Command::Conns { server, conns, settle } => {
                 scenario::conns::run(

@@ -36,6 +36,17 @@ impl Delta {
         }
     }
 
+    /// The deltas of several processes added up (their CPU times and their RSS readings), as
+    /// if they were one: the nodes of a deployment.
+    pub fn sum(deltas: impl IntoIterator<Item = Delta>) -> Self {
+        deltas.into_iter().fold(Delta::default(), |a, d| Delta {
+            user: a.user + d.user,
+            system: a.system + d.system,
+            rss_before_kib: a.rss_before_kib + d.rss_before_kib,
+            rss_after_kib: a.rss_after_kib + d.rss_after_kib,
+        })
+    }
+
     /// User plus system time spent between the samples.
     pub fn cpu(&self) -> Duration {
         self.user + self.system
@@ -132,8 +143,8 @@ pub struct MachineCpu {
 
 impl MachineCpu {
     /// Reads the aggregate `cpu` line of `/proc/stat`, and sums the CPU time of every process
-    /// except `exclude` and this one.
-    pub fn now(exclude: Option<u32>) -> Self {
+    /// except those in `exclude` (the processes under test) and this one.
+    pub fn now(exclude: &[u32]) -> Self {
         let others = others_cpu(exclude);
         let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
         let line = text.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
@@ -163,7 +174,7 @@ impl MachineCpu {
     }
 
     /// Percent-of-one-CPU figures for a window, as JSON: other processes (everything but the
-    /// server and the generator), interrupt/softirq time, and steal.
+    /// processes under test and the generator), interrupt/softirq time, and steal.
     pub fn to_json(self, window: Duration) -> serde_json::Value {
         let pct = |d: Duration| (d.as_secs_f64() * 1e4 / window.as_secs_f64().max(1e-9)).round() / 100.0;
         serde_json::json!({
@@ -175,7 +186,7 @@ impl MachineCpu {
 }
 
 /// Sum of utime, stime, cutime and cstime over all processes but `exclude` and this one.
-fn others_cpu(exclude: Option<u32>) -> Duration {
+fn others_cpu(exclude: &[u32]) -> Duration {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Duration::ZERO;
@@ -185,7 +196,7 @@ fn others_cpu(exclude: Option<u32>) -> Duration {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me || Some(pid) == exclude {
+        if pid == me || exclude.contains(&pid) {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -34,6 +34,12 @@ impl Latency {
         }
     }
 
+    /// Adds every sample of `other` (a histogram of the same bounds) to this one.
+    pub fn absorb(&self, other: &Latency) -> Result<(), hdrhistogram::AdditionError> {
+        let o = other.hist.lock().unwrap_or_else(|e| e.into_inner());
+        self.hist.lock().unwrap_or_else(|e| e.into_inner()).add(&*o)
+    }
+
     /// Percentiles in microseconds as a JSON object, plus the sample count.
     pub fn to_json(&self) -> serde_json::Value {
         let h = self.hist.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,7 +28,7 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let gen_before = procstat::own_cpu();
-    let busy_before = procstat::MachineCpu::now(server_pid);
+    let busy_before = procstat::MachineCpu::now(server_pid.as_slice());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), String>>(1024);
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -88,7 +88,7 @@ pub async fn run(
     let setup_secs = setup_elapsed.as_secs_f64();
     let after_setup = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let setup_gen_cpu = procstat::own_cpu().saturating_sub(gen_before);
-    let busy = procstat::MachineCpu::now(server_pid).since(busy_before);
+    let busy = procstat::MachineCpu::now(server_pid.as_slice()).since(busy_before);
     tokio::time::sleep(settle).await;
     let held = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let gen_cpu = procstat::own_cpu().saturating_sub(gen_before);

@@ -78,7 +78,7 @@ where
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let gen_before = procstat::own_cpu();
-    let busy_before = MachineCpu::now(server_pid);
+    let busy_before = MachineCpu::now(server_pid.as_slice());
     let start = Instant::now();
     let end = start + duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -126,7 +126,7 @@ where
     let elapsed = start.elapsed();
     let after = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
     let gen_cpu = procstat::own_cpu().saturating_sub(gen_before);
-    let machine = MachineCpu::now(server_pid).since(busy_before);
+    let machine = MachineCpu::now(server_pid.as_slice()).since(busy_before);
     let server = match (before, after) {
         (Some(b), Some(a)) => Some(Delta::between(b, a)),
         _ => None,

@@ -1,9 +1,15 @@
-//! The shared engine of the message scenarios (`fanout`, `rooms`): set up every client, start
-//! them together, publish at fixed rates for a fixed time, then wait (bounded) for the last
-//! deliveries and count what arrived.
+//! The shared engine of the message scenarios (`fanout`, `rooms`, `cluster`): set up every
+//! client, start them together, publish at fixed rates for a fixed time, then wait (bounded) for
+//! the last deliveries and count what arrived.
+//!
+//! A run drives a [`Deployment`]: one node, or several nodes sharing a Redis (the `cluster`
+//! scenario). Each client connects to the node its plan names, deliveries and latency are also
+//! kept per node, and every process of the deployment is measured on its own.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -12,7 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Conn, Endpoint};
 use crate::payload::{self, Stamp};
-use crate::procstat;
+use crate::procstat::{self, Delta};
+use crate::redis_info;
 use crate::stats::{Counters, Latency, LocalLatency, now_ns, round2};
 use crate::ws::Event;
 
@@ -23,6 +30,56 @@ pub struct ClientPlan {
     pub subscribe: Option<String>,
     /// Room to publish to, rate in messages per second, publisher index.
     pub publish: Option<(String, f64, u64)>,
+    /// The node to connect to, an index into [`Deployment::nodes`] taken modulo their number
+    /// (so a plan split over two nodes runs unchanged against one).
+    pub node: usize,
+}
+
+/// What a run talks to and measures.
+pub struct Deployment {
+    /// The nodes (at least one).
+    pub nodes: Vec<Node>,
+    /// The Redis the nodes share, if they do.
+    pub redis: Option<Redis>,
+}
+
+/// One server process and where its clients connect.
+pub struct Node {
+    pub endpoint: Endpoint,
+    /// Its process id, to read its CPU time and RSS from /proc.
+    pub pid: Option<u32>,
+}
+
+/// The Redis of a deployment of several nodes.
+pub struct Redis {
+    /// Where to read `INFO` from.
+    pub addr: SocketAddr,
+    /// Its process id, to read its CPU time from /proc.
+    pub pid: Option<u32>,
+}
+
+impl Deployment {
+    /// One server alone.
+    pub fn single(endpoint: Endpoint, pid: Option<u32>) -> Self {
+        Deployment {
+            nodes: vec![Node { endpoint, pid }],
+            redis: None,
+        }
+    }
+
+    /// The pids of every process under test (nodes and Redis).
+    fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.pid)
+            .chain(self.redis.as_ref().and_then(|r| r.pid))
+            .collect()
+    }
+}
+
+/// The name of node `i` in the JSON line and the summary: "a", "b", ...
+fn node_name(i: usize) -> String {
+    char::from(b'a' + (i % 26) as u8).to_string()
 }
 
 /// A whole run.
@@ -41,11 +98,18 @@ pub struct Outcome {
 }
 
 struct Shared {
-    endpoint: Endpoint,
+    endpoints: Vec<Endpoint>,
     counters: Counters,
-    latency: Latency,
+    /// Deliveries and latency of each node's subscribers.
+    per_node: Vec<NodeCounts>,
     first_error: std::sync::Mutex<Option<String>>,
     payload_size: usize,
+}
+
+#[derive(Default)]
+struct NodeCounts {
+    delivered: AtomicU64,
+    latency: Latency,
 }
 
 impl Shared {
@@ -58,8 +122,10 @@ impl Shared {
     }
 }
 
-/// Runs `plan` against `endpoint`, sampling `server_pid` (if given) around the measured window.
-pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> anyhow::Result<Outcome> {
+/// Runs `plan` against `deployment`, sampling its processes around the measured window.
+pub async fn run(deployment: Deployment, plan: Plan) -> anyhow::Result<Outcome> {
+    anyhow::ensure!(!deployment.nodes.is_empty(), "a deployment needs a node");
+    let node_count = deployment.nodes.len();
     let mut subs_per_room: HashMap<&str, u64> = HashMap::new();
     for c in &plan.clients {
         if let Some(r) = &c.subscribe {
@@ -68,10 +134,14 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
     }
     let publishers = plan.clients.iter().filter(|c| c.publish.is_some()).count();
     let subscribers = plan.clients.iter().filter(|c| c.subscribe.is_some()).count();
+    let mut node_subscribers = vec![0usize; node_count];
+    for c in plan.clients.iter().filter(|c| c.subscribe.is_some()) {
+        node_subscribers[c.node % node_count] += 1;
+    }
     let shared = Arc::new(Shared {
-        endpoint,
+        endpoints: deployment.nodes.iter().map(|n| n.endpoint.clone()).collect(),
         counters: Counters::default(),
-        latency: Latency::new(),
+        per_node: (0..node_count).map(|_| NodeCounts::default()).collect(),
         first_error: Default::default(),
         payload_size: plan.payload_size,
     });
@@ -92,7 +162,8 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
         let duration = plan.duration;
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await;
-            let conn = shared.endpoint.connect(plan_c.subscribe.as_deref()).await;
+            let endpoint = &shared.endpoints[plan_c.node % shared.endpoints.len()];
+            let conn = endpoint.connect(plan_c.subscribe.as_deref()).await;
             drop(permit);
             let conn = match conn {
                 Ok(c) => {
@@ -126,9 +197,11 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
 
     // Let the set-up traffic settle, then measure.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let server_before = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
+    let under_test = deployment.pids();
+    let nodes_before = sample_nodes(&deployment)?;
+    let redis_before = sample_redis(deployment.redis.as_ref()).await?;
     let gen_before = procstat::own_cpu();
-    let busy_before = procstat::MachineCpu::now(server_pid);
+    let busy_before = procstat::MachineCpu::now(&under_test);
     let start = Instant::now();
     start_tx.send_replace(Some(start));
     tokio::time::sleep(plan.duration).await;
@@ -140,9 +213,10 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = start.elapsed();
-    let server_after = server_pid.map(|p| procstat::sample(Some(p))).transpose()?;
+    let nodes_after = sample_nodes(&deployment)?;
+    let redis_after = sample_redis(deployment.redis.as_ref()).await?;
     let gen_cpu = procstat::own_cpu().saturating_sub(gen_before);
-    let busy = procstat::MachineCpu::now(server_pid).since(busy_before);
+    let busy = procstat::MachineCpu::now(&under_test).since(busy_before);
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         while tasks.join_next().await.is_some() {}
@@ -156,11 +230,47 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
     let lost = expected.saturating_sub(delivered);
     let secs = elapsed.as_secs_f64();
     let deliveries_per_s = delivered as f64 / secs;
-    let server = match (server_before, server_after) {
-        (Some(b), Some(a)) => Some(procstat::Delta::between(b, a)),
+    // Per node: CPU (if its pid is known) and what its own subscribers received.
+    let node_cpu: Vec<Option<Delta>> = nodes_before
+        .iter()
+        .zip(&nodes_after)
+        .map(|(b, a)| Some(Delta::between((*b)?, (*a)?)))
+        .collect();
+    let server = node_cpu.iter().copied().collect::<Option<Vec<_>>>().map(Delta::sum);
+    let cpu_per_delivery_us = server.map(|d| per_unit_us(d.cpu(), delivered));
+    let latency = Latency::new();
+    for n in &shared.per_node {
+        latency.absorb(&n.latency)?;
+    }
+    let nodes_json: serde_json::Map<String, serde_json::Value> = shared
+        .per_node
+        .iter()
+        .zip(&node_cpu)
+        .zip(&node_subscribers)
+        .enumerate()
+        .map(|(i, ((n, cpu), subs))| {
+            let got = Counters::get(&n.delivered);
+            let v = serde_json::json!({
+                "subscribers": subs,
+                "delivered": got,
+                "deliveries_per_s": round2(got as f64 / secs),
+                "latency_us": n.latency.to_json(),
+                "server": cpu.map(|d| d.to_json()),
+                "server_cpu_us_per_delivery": cpu.map(|d| round3(per_unit_us(d.cpu(), got))),
+                "server_cpu_pct": cpu.map(|d| round2(d.cpu().as_secs_f64() * 100.0 / secs)),
+            });
+            (node_name(i), v)
+        })
+        .collect();
+    let redis = match (&deployment.redis, redis_before, redis_after) {
+        (Some(_), Some(before), Some(after)) => Some(RedisFigures::new(before, after, published, secs)),
         _ => None,
     };
-    let cpu_per_delivery_us = server.map(|d| d.cpu().as_secs_f64() * 1e6 / delivered.max(1) as f64);
+    // What the whole deployment (every node and Redis) spends per delivery.
+    let deployment_cpu_per_delivery_us = server.map(|d| {
+        let redis_cpu = redis.as_ref().and_then(|r| r.cpu).map_or(Duration::ZERO, |c| c.cpu());
+        round3(per_unit_us(d.cpu() + redis_cpu, delivered))
+    });
     let first_error = shared.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let machine = busy.to_json(elapsed);
     let json = serde_json::json!({
@@ -182,9 +292,12 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
         "errors": Counters::get(&c.errors),
         "first_error": first_error,
         "deliveries_per_s": round2(deliveries_per_s),
-        "latency_us": shared.latency.to_json(),
+        "latency_us": latency.to_json(),
         "server": server.map(|d| d.to_json()),
-        "server_cpu_us_per_delivery": cpu_per_delivery_us.map(|v| (v * 1000.0).round() / 1000.0),
+        "server_cpu_us_per_delivery": cpu_per_delivery_us.map(round3),
+        "nodes": nodes_json,
+        "redis": redis.as_ref().map(RedisFigures::to_json),
+        "deployment_cpu_us_per_delivery": deployment_cpu_per_delivery_us,
         "server_cpu_pct": server.map(|d| round2(d.cpu().as_secs_f64() * 100.0 / secs)),
         "gen_cpu_s": round2(gen_cpu.as_secs_f64()),
         "gen_cpu_pct": round2(gen_cpu.as_secs_f64() * 100.0 / secs),
@@ -211,7 +324,7 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
         Counters::get(&c.errors),
         secs,
         deliveries_per_s,
-        shared.latency.summary(),
+        latency.summary(),
         gen_cpu.as_secs_f64(),
         gen_cpu.as_secs_f64() * 100.0 / secs,
         machine["other_cpu_pct"].as_f64().unwrap_or(0.0),
@@ -229,6 +342,27 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
             d.rss_after_kib
         ));
     }
+    if node_count > 1 {
+        for (i, (n, cpu)) in shared.per_node.iter().zip(&node_cpu).enumerate() {
+            let got = Counters::get(&n.delivered);
+            summary.push_str(&format!(
+                "\nnode {}: {} subscribers, delivered {got}, latency {}",
+                node_name(i),
+                node_subscribers[i],
+                n.latency.summary()
+            ));
+            if let Some(d) = cpu {
+                summary.push_str(&format!(
+                    "; CPU {:.2} s, {:.2} µs per delivery",
+                    d.cpu().as_secs_f64(),
+                    per_unit_us(d.cpu(), got)
+                ));
+            }
+        }
+    }
+    if let Some(r) = &redis {
+        summary.push_str(&format!("\n{}", r.summary()));
+    }
     if let Some(e) = first_error {
         summary.push_str(&format!("\nfirst error: {e}"));
     }
@@ -236,6 +370,100 @@ pub async fn run(endpoint: Endpoint, plan: Plan, server_pid: Option<u32>) -> any
 }
 
 /// One client: waits for the start, then reads deliveries and publishes on schedule until stopped.
+/// The CPU time and RSS of every node now (`None` where its pid is unknown).
+fn sample_nodes(deployment: &Deployment) -> anyhow::Result<Vec<Option<procstat::Sample>>> {
+    Ok(deployment
+        .nodes
+        .iter()
+        .map(|n| n.pid.map(|p| procstat::sample(Some(p))).transpose())
+        .collect::<Result<_, _>>()?)
+}
+
+/// Redis's counters and CPU time now, if the deployment has a Redis.
+async fn sample_redis(
+    redis: Option<&Redis>,
+) -> anyhow::Result<Option<(redis_info::Counters, Option<procstat::Sample>)>> {
+    let Some(r) = redis else { return Ok(None) };
+    let counters = redis_info::sample(r.addr).await?;
+    let cpu = r.pid.map(|p| procstat::sample(Some(p))).transpose()?;
+    Ok(Some((counters, cpu)))
+}
+
+/// What Redis did during the measured window, and its cost per publish.
+struct RedisFigures {
+    /// Counter deltas, without the sampler's own `INFO` requests.
+    counts: redis_info::Counters,
+    cpu: Option<Delta>,
+    published: u64,
+    secs: f64,
+}
+
+impl RedisFigures {
+    fn new(
+        (before, cpu_before): (redis_info::Counters, Option<procstat::Sample>),
+        (after, cpu_after): (redis_info::Counters, Option<procstat::Sample>),
+        published: u64,
+        secs: f64,
+    ) -> Self {
+        let cpu = cpu_before.zip(cpu_after).map(|(b, a)| Delta::between(b, a));
+        RedisFigures {
+            // One INFO (the later sample's) falls between the two samples.
+            counts: after.since(&before, 1),
+            cpu,
+            published,
+            secs,
+        }
+    }
+
+    fn per_publish(&self, n: u64) -> f64 {
+        (n as f64 / self.published.max(1) as f64 * 1000.0).round() / 1000.0
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let c = &self.counts;
+        serde_json::json!({
+            "reads": c.reads,
+            "commands": c.commands,
+            "script_calls": c.script_calls(),
+            "calls": c.calls,
+            "reads_per_publish": self.per_publish(c.reads),
+            "script_calls_per_publish": self.per_publish(c.script_calls()),
+            "commands_per_publish": self.per_publish(c.commands),
+            "cpu": self.cpu.map(|d| d.to_json()),
+            "cpu_us_per_publish": self.cpu.map(|d| round3(per_unit_us(d.cpu(), self.published))),
+            "cpu_pct": self.cpu.map(|d| round2(d.cpu().as_secs_f64() * 100.0 / self.secs)),
+        })
+    }
+
+    fn summary(&self) -> String {
+        let (c, published) = (&self.counts, self.published);
+        let mut s = format!(
+            "redis: per publish {:.3} client reads, {:.3} script calls, {:.3} commands (inside scripts too) over {published} publishes",
+            self.per_publish(c.reads),
+            self.per_publish(c.script_calls()),
+            self.per_publish(c.commands),
+        );
+        if let Some(d) = self.cpu {
+            s.push_str(&format!(
+                "; CPU {:.2} s, {:.2} µs per publish",
+                d.cpu().as_secs_f64(),
+                per_unit_us(d.cpu(), published)
+            ));
+        }
+        s
+    }
+}
+
+/// Microseconds of `cpu` per one of `n` units (deliveries, publishes).
+fn per_unit_us(cpu: Duration, n: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+/// Rounds to three decimals for tidy JSON.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 async fn client_loop(
     conn: Conn,
     plan: ClientPlan,
@@ -250,7 +478,9 @@ async fn client_loop(
         Ok(s) => s.unwrap_or_else(Instant::now),
         Err(_) => return,
     };
-    let mut lat = LocalLatency::new(&shared.latency);
+    let node = &shared.per_node[plan.node % shared.per_node.len()];
+    let endpoint = &shared.endpoints[plan.node % shared.endpoints.len()];
+    let mut lat = LocalLatency::new(&node.latency);
     let mut last_seq: HashMap<u64, u64> = HashMap::new();
     let c = &shared.counters;
     // Spread publishers over one period so that they do not all fire at the same instant.
@@ -302,6 +532,7 @@ async fn client_loop(
                 });
                 if n > 0 {
                     Counters::add(&c.delivered, n);
+                    Counters::add(&node.delivered, n);
                 }
                 if let Some(reply) = decoder.reply()
                     && ws.send(reply).await.is_err()
@@ -316,7 +547,7 @@ async fn client_loop(
                 let mut sent = 0;
                 while seq < due_total {
                     let body = payload::encode(Stamp { t: now_ns(), s: seq, p: pub_index }, shared.payload_size);
-                    if ws.feed(shared.endpoint.publish(&room, &body)).await.is_err() {
+                    if ws.feed(endpoint.publish(&room, &body)).await.is_err() {
                         break;
                     }
                     seq += 1;

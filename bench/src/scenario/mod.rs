@@ -18,12 +18,25 @@ pub fn fanout_plan(subscribers: usize, publishers: usize, rate: f64, room: &str,
     clients.extend((0..subscribers).map(|_| ClientPlan {
         subscribe: Some(room.to_owned()),
         publish: None,
+        node: 0,
     }));
     clients.extend((0..publishers).map(|i| ClientPlan {
         subscribe: None,
         publish: Some((room.to_owned(), rate, i as u64)),
+        node: 0,
     }));
     common.into_plan(clients)
+}
+
+/// `cluster`: the `fanout` load over two nodes: subscribers alternate between node 0 (A) and
+/// node 1 (B), publishers are all on A. Against one node everyone lands on it (see
+/// [`ClientPlan::node`]), which makes the same plan the single-node peer.
+pub fn cluster_plan(subscribers: usize, publishers: usize, rate: f64, room: &str, common: PlanCommon) -> Plan {
+    let mut plan = fanout_plan(subscribers, publishers, rate, room, common);
+    for (i, c) in plan.clients.iter_mut().take(subscribers).enumerate() {
+        c.node = i % 2;
+    }
+    plan
 }
 
 /// `rooms`: `rooms` private chats of two clients, each subscribed to its room and publishing to
@@ -35,6 +48,7 @@ pub fn rooms_plan(rooms: usize, rate: f64, prefix: &str, common: PlanCommon) -> 
             ClientPlan {
                 subscribe: Some(room.clone()),
                 publish: Some((room, rate, i as u64)),
+                node: 0,
             }
         })
         .collect();
@@ -58,5 +72,35 @@ impl PlanCommon {
             payload_size: self.payload_size,
             connect_concurrency: self.connect_concurrency,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_plan_splits_subscribers_and_keeps_publishers_on_a() {
+        let common = PlanCommon {
+            duration: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            payload_size: 110,
+            connect_concurrency: 1,
+        };
+        let plan = cluster_plan(5, 2, 10.0, "bench-x", common);
+        let subs: Vec<usize> = plan
+            .clients
+            .iter()
+            .filter(|c| c.subscribe.is_some())
+            .map(|c| c.node)
+            .collect();
+        let pubs: Vec<usize> = plan
+            .clients
+            .iter()
+            .filter(|c| c.publish.is_some())
+            .map(|c| c.node)
+            .collect();
+        assert_eq!(subs, [0, 1, 0, 1, 0]);
+        assert_eq!(pubs, [0, 0]);
     }
 }
