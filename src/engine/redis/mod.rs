@@ -125,6 +125,10 @@ pub struct RedisEngine {
     commands: mpsc::UnboundedSender<Command>,
     held: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
+    /// Set while the actor knows Redis is unreachable (until its recovery
+    /// succeeds), so publishes are refused at once instead of each waiting
+    /// out [`COMMAND_TIMEOUT`].
+    unreachable: Arc<AtomicBool>,
 }
 
 /// What the engine asks of its actor.
@@ -158,6 +162,8 @@ pub(crate) enum Command {
     Reregister,
     /// Answers once everything queued before it is done.
     Flush(oneshot::Sender<()>),
+    /// A request outside the actor failed: Redis may be gone; recover.
+    Lost(Unavailable),
 }
 
 impl RedisEngine {
@@ -190,6 +196,7 @@ impl RedisEngine {
         let (commands, inbox) = mpsc::unbounded_channel();
         let held = Arc::new(AtomicUsize::new(0));
         let stopping = Arc::new(AtomicBool::new(false));
+        let unreachable = Arc::new(AtomicBool::new(false));
         let channel_ids: Vec<String> = channels.iter().map(|c| c.id.clone()).collect();
         let actor = Actor {
             conn: conn.clone(),
@@ -199,6 +206,7 @@ impl RedisEngine {
             names: HashSet::new(),
             disconnected: false,
             held: Arc::clone(&held),
+            unreachable: Arc::clone(&unreachable),
         };
         tokio::spawn(actor.run(pushes, inbox));
         let heartbeat = presence::Heartbeat {
@@ -219,7 +227,15 @@ impl RedisEngine {
             commands,
             held,
             stopping,
+            unreachable,
         })
+    }
+
+    /// Refuses further publishes until the actor has recovered (it checks
+    /// whether Redis answers again every [`RECOVERY_INTERVAL`]).
+    fn lost(&self, error: &Unavailable) {
+        self.unreachable.store(true, Ordering::Release);
+        let _ = self.commands.send(Command::Lost(Unavailable(error.0.clone())));
     }
 
     fn limits(&self, channel: &str) -> Result<&ChannelLimits, EngineError> {
@@ -228,6 +244,9 @@ impl RedisEngine {
 
     pub async fn publish(&self, channel: &str, room: &RoomName, draft: Draft) -> Result<Published, EngineError> {
         let limits = self.limits(channel)?;
+        if self.unreachable.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable("Redis is unreachable".into()));
+        }
         let keys = RoomKeys::new(channel, room.as_str());
         let timestamp = unix_now();
         let client = draft.client_id.as_ref().map(ClientId::as_str);
@@ -257,7 +276,8 @@ impl RedisEngine {
                 .arg(tail)
                 .invoke_async(&mut conn),
         )
-        .await?;
+        .await
+        .inspect_err(|error| self.lost(error))?;
         Ok(Published {
             id: MessageId {
                 epoch: epoch.into(),
@@ -521,6 +541,8 @@ struct Actor {
     /// The connection was lost (or a request failed): subscriptions and
     /// registrations must be redone and gaps checked once Redis answers.
     disconnected: bool,
+    /// Shared with the engine: mirrors `disconnected` for the publish path.
+    unreachable: Arc<AtomicBool>,
     held: Arc<AtomicUsize>,
 }
 
@@ -640,6 +662,7 @@ impl Actor {
             Command::Flush(done) => {
                 let _ = done.send(());
             }
+            Command::Lost(error) => self.lost(&error),
         }
     }
 
@@ -731,6 +754,7 @@ impl Actor {
             warn!(%error, "Redis unavailable; will resubscribe and re-register when it is back");
         }
         self.disconnected = true;
+        self.unreachable.store(true, Ordering::Release);
     }
 
     async fn subscribe(&mut self, name: &str) -> Result<(), Unavailable> {
@@ -799,6 +823,7 @@ impl Actor {
         match result {
             Ok(()) => {
                 self.disconnected = false;
+                self.unreachable.store(false, Ordering::Release);
                 info!(rooms = names.len(), "Redis is back: resubscribed and caught up");
             }
             Err(error) => debug!(%error, "recovery incomplete; retrying"),

@@ -27,6 +27,10 @@ impl RedisServer {
             .and_then(|listener| listener.local_addr())
             .map(|addr| addr.port())
             .expect("a free loopback port");
+        RedisServer::start_on(port)
+    }
+
+    fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -401,4 +405,36 @@ async fn a_jump_in_eviction_numbers_makes_a_node_apply_the_ones_it_missed() {
     assert_eq!(ids, std::slice::from_ref(&erin.id));
     // Once each: Dave's from the event, Carol's from the record.
     assert_eq!(on_b.evictions.lock().unwrap().len(), 2);
+}
+
+fn draft(text: &str) -> Draft {
+    Draft {
+        message: serde_json::value::RawValue::from_string(json!(text).to_string()).unwrap(),
+        client_id: None,
+        user: None,
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_known_to_be_gone_publishes_are_refused_without_waiting_for_it() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let (a, _) = node(&redis, "na", Duration::from_secs(15));
+    let r = room("r");
+    a.publish(CHANNEL, &r, draft("before")).await.unwrap();
+    drop(redis);
+    // The first refusal may be a request that failed; from then on the
+    // engine refuses at once, without a round trip (its own text says so).
+    eventually("publishes are refused without asking Redis", async || {
+        matches!(
+            a.publish(CHANNEL, &r, draft("lost")).await,
+            Err(EngineError::Unavailable(text)) if text == "Redis is unreachable"
+        )
+    })
+    .await;
+    let _back = RedisServer::start_on(port);
+    eventually("publishing resumes once Redis is back", async || {
+        a.publish(CHANNEL, &r, draft("after")).await.is_ok()
+    })
+    .await;
 }
