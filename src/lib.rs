@@ -46,4 +46,6 @@ pub(crate) mod redis_sync;
 pub mod server;
 pub mod session;
 pub mod stores;
+#[cfg(test)]
+mod test_redis;
 pub mod token;

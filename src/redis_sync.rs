@@ -128,69 +128,10 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-/// A Redis server for the stores' unit tests: a `redis-server` child process
-/// on a free loopback port, without persistence, killed on drop. Panics
-/// (never skips) when `redis-server` is not installed.
-#[cfg(test)]
-pub(crate) mod test_server {
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    pub(crate) struct TestRedis {
-        child: Child,
-        pub(crate) url: String,
-    }
-
-    impl TestRedis {
-        pub(crate) fn start() -> TestRedis {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free loopback port")
-                .port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("redis-server must be installed for the Redis store tests: {e}"));
-            let redis = TestRedis {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            };
-            let client = redis::Client::open(redis.url.as_str()).expect("a valid url");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while client
-                .get_connection_with_timeout(Duration::from_millis(200))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_err()
-            {
-                assert!(Instant::now() < deadline, "redis-server did not come up on port {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            redis
-        }
-    }
-
-    impl Drop for TestRedis {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_server::TestRedis;
     use super::*;
+    use crate::test_redis::TestRedis;
 
     #[test]
     fn connections_are_reused_and_broken_ones_dropped() {

@@ -334,7 +334,7 @@ impl AccountStore for RedisAccountStore {
 mod tests {
     use super::super::store::contract;
     use super::*;
-    use crate::redis_sync::test_server::TestRedis;
+    use crate::test_redis::TestRedis;
 
     fn flush(redis: &TestRedis) {
         let mut c = redis::Client::open(redis.url.as_str())

@@ -159,7 +159,7 @@ impl GroupStore for RedisGroupStore {
 mod tests {
     use super::super::store::contract;
     use super::*;
-    use crate::redis_sync::test_server::TestRedis;
+    use crate::test_redis::TestRedis;
 
     #[test]
     fn the_redis_store_keeps_the_contract() {

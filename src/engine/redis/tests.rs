@@ -3,77 +3,17 @@
 //! broker would be handed. Without `redis-server` on the PATH these fail, loudly
 //! (`scripts/test.sh` installs it).
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
+use crate::test_redis::TestRedis;
 
 const CHANNEL: &str = "c";
 /// Long enough that nothing in a test waits for it.
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A `redis-server` child process without persistence, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free loopback port");
-        RedisServer::start_on(port)
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("redis-server must be installed for the cluster engine's tests: {e}"));
-        let server = RedisServer { child, port };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < DEADLINE, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A plain connection for looking at (and tampering with) what the nodes wrote.
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// What one node's broker was handed.
 #[derive(Default)]
@@ -122,7 +62,7 @@ fn member(node: &str, user: &str) -> Arc<Member> {
     })
 }
 
-fn node(redis: &RedisServer, id: &str, lease: Duration) -> (RedisEngine, Arc<Recorder>) {
+fn node(redis: &TestRedis, id: &str, lease: Duration) -> (RedisEngine, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     let limits = ChannelLimits {
         id: CHANNEL.into(),
@@ -131,7 +71,7 @@ fn node(redis: &RedisServer, id: &str, lease: Duration) -> (RedisEngine, Arc<Rec
         history_max_bytes: 1 << 20,
     };
     let options = RedisOptions {
-        url: redis.url(),
+        url: redis.url.clone(),
         node_id: id.into(),
         lease,
     };
@@ -171,7 +111,7 @@ async fn barrier(engine: &RedisEngine, room: &RoomName, recorders: &[&Recorder],
 
 #[tokio::test]
 async fn an_eviction_reaches_every_node_once_and_each_evicted_member_leaves_once() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let lease = Duration::from_secs(15);
     let ((a, on_a), (b, on_b)) = (node(&redis, "na", lease), node(&redis, "nb", lease));
     let group = room("observable-group-team");
@@ -265,7 +205,7 @@ async fn an_eviction_reaches_every_node_once_and_each_evicted_member_leaves_once
 
 #[tokio::test]
 async fn live_names_are_seen_by_every_node_and_written_again_after_redis_lost_them() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let lease = Duration::from_secs(1);
     let ((a, _), (b, _)) = (node(&redis, "na", lease), node(&redis, "nb", lease));
     let sink = a.name_sink();
@@ -317,7 +257,7 @@ async fn live_names_are_seen_by_every_node_and_written_again_after_redis_lost_th
 
 #[tokio::test]
 async fn an_eviction_a_node_missed_while_away_from_redis_is_applied_when_it_is_back() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let (b, on_b) = node(&redis, "nb", Duration::from_secs(15));
     let group = room("observable-group-team");
     let (carol, dave) = (member("nb", "carol"), member("nb", "dave"));
@@ -373,7 +313,7 @@ async fn an_eviction_a_node_missed_while_away_from_redis_is_applied_when_it_is_b
 
 #[tokio::test]
 async fn a_jump_in_eviction_numbers_makes_a_node_apply_the_ones_it_missed() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let (b, on_b) = node(&redis, "nb", Duration::from_secs(15));
     let group = room("observable-group-team");
     let (carol, dave, erin) = (member("nb", "carol"), member("nb", "dave"), member("nb", "erin"));
@@ -417,7 +357,7 @@ fn draft(text: &str) -> Draft {
 
 #[tokio::test]
 async fn while_redis_is_known_to_be_gone_publishes_are_refused_without_waiting_for_it() {
-    let redis = RedisServer::start();
+    let redis = TestRedis::start();
     let port = redis.port;
     let (a, _) = node(&redis, "na", Duration::from_secs(15));
     let r = room("r");
@@ -432,7 +372,7 @@ async fn while_redis_is_known_to_be_gone_publishes_are_refused_without_waiting_f
         )
     })
     .await;
-    let _back = RedisServer::start_on(port);
+    let _back = TestRedis::start_on(port);
     eventually("publishing resumes once Redis is back", async || {
         a.publish(CHANNEL, &r, draft("after")).await.is_ok()
     })
