@@ -9,6 +9,10 @@
 //! [`Engine`] is an enum of backends rather than a trait object: the set of
 //! backends is closed (the embedded store here, Redis for several nodes), the
 //! hot path is statically dispatched, and `async fn`s need no boxed futures.
+//! The Redis arms do box theirs: an `async fn` is as large as its largest
+//! state, and these futures live inline in every connection's session task,
+//! so unboxed the Redis client's ~1 KB states would be carried by every idle
+//! connection of a single node too (a Redis round trip dwarfs one allocation).
 //!
 //! Presence is local today: a room's members are its broker subscribers. A
 //! backend shared by several nodes adds remote members through this seam.
@@ -177,7 +181,7 @@ impl Engine {
         match self {
             Engine::Local(engine) => engine.publish(channel, room, draft, ack).await,
             // Both acks wait for the script: it stores and publishes in one step.
-            Engine::Redis(engine) => engine.publish(channel, room, draft).await,
+            Engine::Redis(engine) => Box::pin(engine.publish(channel, room, draft)).await,
         }
     }
 
@@ -190,7 +194,7 @@ impl Engine {
     ) -> Result<HistoryAnswer, EngineError> {
         match self {
             Engine::Local(engine) => engine.history(channel, room, query),
-            Engine::Redis(engine) => engine.history(channel, room, query).await,
+            Engine::Redis(engine) => Box::pin(engine.history(channel, room, query)).await,
         }
     }
 
@@ -199,7 +203,7 @@ impl Engine {
     pub async fn hold(&self, channel: &str, room: &RoomName) {
         match self {
             Engine::Local(engine) => engine.hold(channel, room),
-            Engine::Redis(engine) => engine.hold(channel, room).await,
+            Engine::Redis(engine) => Box::pin(engine.hold(channel, room)).await,
         }
     }
 
@@ -217,7 +221,7 @@ impl Engine {
         match self {
             // Presence is the broker's alone on one node.
             Engine::Local(_) => {}
-            Engine::Redis(engine) => engine.member_joined(channel, room, member).await,
+            Engine::Redis(engine) => Box::pin(engine.member_joined(channel, room, member)).await,
         }
     }
 
