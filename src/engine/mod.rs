@@ -258,3 +258,67 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Nobody;
+    impl Delivery for Nobody {
+        fn deliver(&self, _: &str, _: &Arc<Message>) -> usize {
+            0
+        }
+    }
+
+    /// The engine's futures are held inline by every connection's session
+    /// task: with the Redis arms unboxed each of these was over 1 KB.
+    #[tokio::test]
+    async fn engine_futures_stay_small_on_one_node() {
+        const SMALL: usize = 256;
+        let limits = ChannelLimits {
+            id: "c".into(),
+            history_size: 10,
+            history_max_age_seconds: 3600,
+            history_max_bytes: 1 << 20,
+        };
+        let options = StoreOptions {
+            path: None,
+            commit_wait: Duration::ZERO,
+            commit_max_messages: 16,
+            fsync: false,
+            sweep_interval: Duration::from_secs(3600),
+        };
+        let engine = Engine::local(vec![limits], options, Arc::new(Nobody)).unwrap();
+        let room = RoomName::parse("r", 16).unwrap();
+        let draft = Draft {
+            message: RawValue::from_string("1".into()).unwrap(),
+            client_id: None,
+            user: None,
+        };
+        let member = Arc::new(Member {
+            id: ClientId::restore("n:x"),
+            auth_data: None,
+            client_data: None,
+        });
+        let sizes = [
+            (
+                "publish",
+                std::mem::size_of_val(&engine.publish("c", &room, draft, Ack::Delivered)),
+            ),
+            (
+                "history",
+                std::mem::size_of_val(&engine.history("c", &room, HistoryQuery::Latest(1))),
+            ),
+            ("hold", std::mem::size_of_val(&engine.hold("c", &room))),
+            (
+                "member_joined",
+                std::mem::size_of_val(&engine.member_joined("c", &room, &member)),
+            ),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= SMALL, "Engine::{name}'s future is {size} bytes");
+        }
+    }
+}
