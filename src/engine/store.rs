@@ -12,7 +12,12 @@
 //! The writer also keeps the store bounded: per room it trims to the channel's
 //! `history_size`, a periodic sweep prunes messages past `history_max_age`,
 //! and per channel it keeps the stored bytes under `history_max_bytes` by
-//! dropping the least recently used rooms first (an LRU index by "tick").
+//! dropping the least recently used rooms first (an LRU index by "tick", one
+//! tick per commit).
+//!
+//! Within a commit the writer reads each room's row once (from a bounded cache
+//! of committed rows, else the table), applies every op of the batch to it and
+//! writes it back once, with at most one LRU index move and one trim per room.
 //!
 //! # Tables
 //! - `schema`: `"version"` → [`SCHEMA_VERSION`].
