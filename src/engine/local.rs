@@ -191,7 +191,7 @@ impl Inner {
             let log = match self.store.room(&key)? {
                 Some(meta) => RoomLog {
                     key,
-                    epoch: meta.epoch.into(),
+                    epoch: meta.epoch,
                     last: meta.last,
                     lost: meta.lost,
                     recent: VecDeque::new(),
@@ -287,7 +287,7 @@ impl Inner {
             let Some(meta) = self.store.room(&key)? else {
                 return Ok(answer(&[], 0, 0, &query, None));
             };
-            let epoch: Arc<str> = meta.epoch.into();
+            let epoch: Arc<str> = meta.epoch;
             let mut lost = meta.lost;
             let messages: Vec<Arc<Message>> = self
                 .store

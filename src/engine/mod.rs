@@ -9,6 +9,10 @@
 //! [`Engine`] is an enum of backends rather than a trait object: the set of
 //! backends is closed (the embedded store here, Redis for several nodes), the
 //! hot path is statically dispatched, and `async fn`s need no boxed futures.
+//! The Redis arms do box theirs: an `async fn` is as large as its largest
+//! state, and these futures live inline in every connection's session task,
+//! so unboxed the Redis client's ~1 KB states would be carried by every idle
+//! connection of a single node too (a Redis round trip dwarfs one allocation).
 //!
 //! Presence is local today: a room's members are its broker subscribers. A
 //! backend shared by several nodes adds remote members through this seam.
@@ -194,7 +198,7 @@ impl Engine {
         match self {
             Engine::Local(engine) => engine.publish(channel, room, draft, ack).await,
             // Both acks wait for the script: it stores and publishes in one step.
-            Engine::Redis(engine) => engine.publish(channel, room, draft).await,
+            Engine::Redis(engine) => Box::pin(engine.publish(channel, room, draft)).await,
         }
     }
 
@@ -207,7 +211,7 @@ impl Engine {
     ) -> Result<HistoryAnswer, EngineError> {
         match self {
             Engine::Local(engine) => engine.history(channel, room, query),
-            Engine::Redis(engine) => engine.history(channel, room, query).await,
+            Engine::Redis(engine) => Box::pin(engine.history(channel, room, query)).await,
         }
     }
 
@@ -216,7 +220,7 @@ impl Engine {
     pub async fn hold(&self, channel: &str, room: &RoomName) {
         match self {
             Engine::Local(engine) => engine.hold(channel, room),
-            Engine::Redis(engine) => engine.hold(channel, room).await,
+            Engine::Redis(engine) => Box::pin(engine.hold(channel, room)).await,
         }
     }
 
@@ -234,7 +238,7 @@ impl Engine {
         match self {
             // Presence is the broker's alone on one node.
             Engine::Local(_) => {}
-            Engine::Redis(engine) => engine.member_joined(channel, room, member).await,
+            Engine::Redis(engine) => Box::pin(engine.member_joined(channel, room, member)).await,
         }
     }
 
@@ -314,6 +318,70 @@ impl Engine {
         match self {
             Engine::Local(engine) => engine.flush().await,
             Engine::Redis(engine) => engine.flush().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    struct Nobody;
+    impl Delivery for Nobody {
+        fn deliver(&self, _: &str, _: &Arc<Message>) -> usize {
+            0
+        }
+    }
+
+    /// The engine's futures are held inline by every connection's session
+    /// task: with the Redis arms unboxed each of these was over 1 KB.
+    #[tokio::test]
+    async fn engine_futures_stay_small_on_one_node() {
+        const SMALL: usize = 256;
+        let limits = ChannelLimits {
+            id: "c".into(),
+            history_size: 10,
+            history_max_age_seconds: 3600,
+            history_max_bytes: 1 << 20,
+        };
+        let options = StoreOptions {
+            path: None,
+            commit_wait: Duration::ZERO,
+            commit_max_messages: 16,
+            fsync: false,
+            sweep_interval: Duration::from_secs(3600),
+        };
+        let engine = Engine::local(vec![limits], options, Arc::new(Nobody)).unwrap();
+        let room = RoomName::parse("r", 16).unwrap();
+        let draft = Draft {
+            message: RawValue::from_string("1".into()).unwrap(),
+            client_id: None,
+            user: None,
+        };
+        let member = Arc::new(Member {
+            id: ClientId::restore("n:x"),
+            auth_data: None,
+            client_data: None,
+        });
+        let sizes = [
+            (
+                "publish",
+                std::mem::size_of_val(&engine.publish("c", &room, draft, Ack::Delivered)),
+            ),
+            (
+                "history",
+                std::mem::size_of_val(&engine.history("c", &room, HistoryQuery::Latest(1))),
+            ),
+            ("hold", std::mem::size_of_val(&engine.hold("c", &room))),
+            (
+                "member_joined",
+                std::mem::size_of_val(&engine.member_joined("c", &room, &member)),
+            ),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= SMALL, "Engine::{name}'s future is {size} bytes");
         }
     }
 }

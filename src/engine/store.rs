@@ -12,12 +12,17 @@
 //! The writer also keeps the store bounded: per room it trims to the channel's
 //! `history_size`, a periodic sweep prunes messages past `history_max_age`,
 //! and per channel it keeps the stored bytes under `history_max_bytes` by
-//! dropping the least recently used rooms first (an LRU index by "tick").
+//! dropping the least recently used rooms first (an LRU index by "tick", one
+//! tick per commit).
+//!
+//! Within a commit the writer reads each room's row once (from a bounded cache
+//! of committed rows, else the table), applies every op of the batch to it and
+//! writes it back once, with at most one LRU index move and one trim per room.
 //!
 //! # Tables
 //! - `schema`: `"version"` → [`SCHEMA_VERSION`].
-//! - `rooms`: room key → [`RoomMeta`] (JSON): epoch, last offset, the highest
-//!   offset no longer stored, stored bytes, LRU tick.
+//! - `rooms`: room key → [`RoomMeta`] in a fixed binary layout ([`RoomMeta::encode`]):
+//!   LRU tick, last offset, the highest offset no longer stored, stored bytes, epoch.
 //! - `messages`: (room key, offset) → 8-byte little-endian Unix timestamp + JSON record.
 //! - `lru`: (channel, tick, room key) → `()`.
 //!
@@ -45,7 +50,10 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const LRU: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("lru");
 
 /// Bumped when the layout changes; a store of another version is set aside.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// - 1: room bookkeeping in JSON.
+/// - 2: room bookkeeping in [`RoomMeta::encode`]'s binary layout (version 1 is migrated on open).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// What a room costs in the byte bound besides its messages, so that many
 /// near-empty rooms cannot slip under it.
@@ -102,9 +110,9 @@ pub struct StoreOptions {
 }
 
 /// A room's bookkeeping as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomMeta {
-    pub epoch: String,
+    pub epoch: Arc<str>,
     /// The newest offset assigned.
     pub last: u64,
     /// The highest offset that is no longer stored (trimmed, expired or evicted).
@@ -113,6 +121,61 @@ pub struct RoomMeta {
     pub bytes: u64,
     /// When it was last used, in the writer's LRU ticks.
     pub tick: u64,
+}
+
+/// The fixed part of an encoded [`RoomMeta`]: four little-endian `u64`s.
+const META_FIXED_BYTES: usize = 32;
+
+impl RoomMeta {
+    /// The stored form: `tick`, `last`, `lost`, `bytes` as little-endian
+    /// `u64`s, then the epoch's UTF-8. Every append rewrites it, so it is
+    /// fixed-size fields rather than JSON (schema version 2).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(META_FIXED_BYTES + self.epoch.len());
+        for field in [self.tick, self.last, self.lost, self.bytes] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out.extend_from_slice(self.epoch.as_bytes());
+        out
+    }
+
+    pub fn decode(value: &[u8]) -> Result<RoomMeta, StoreError> {
+        let bad = || StoreError::Backend("malformed room bookkeeping".into());
+        let (fixed, epoch) = value.split_first_chunk::<META_FIXED_BYTES>().ok_or_else(bad)?;
+        let field = |i: usize| {
+            let mut word = [0; 8];
+            word.copy_from_slice(&fixed[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(word)
+        };
+        let epoch = std::str::from_utf8(epoch).map_err(|_| bad())?;
+        Ok(RoomMeta {
+            tick: field(0),
+            last: field(1),
+            lost: field(2),
+            bytes: field(3),
+            epoch: epoch.into(),
+        })
+    }
+
+    /// Schema version 1 stored it as JSON; read once, by the migration.
+    fn decode_v1(value: &[u8]) -> Result<RoomMeta, StoreError> {
+        #[derive(Deserialize)]
+        struct V1 {
+            epoch: String,
+            last: u64,
+            lost: u64,
+            bytes: u64,
+            tick: u64,
+        }
+        let v1: V1 = serde_json::from_slice(value)?;
+        Ok(RoomMeta {
+            epoch: v1.epoch.into(),
+            last: v1.last,
+            lost: v1.lost,
+            bytes: v1.bytes,
+            tick: v1.tick,
+        })
+    }
 }
 
 /// One stored message as read back.
@@ -280,7 +343,7 @@ impl Store {
             Err(error) => return Err(error.into()),
         };
         Ok(match rooms.get(room_key)? {
-            Some(meta) => Some(serde_json::from_slice(meta.value())?),
+            Some(meta) => Some(RoomMeta::decode(meta.value())?),
             None => None,
         })
     }
@@ -362,6 +425,14 @@ fn open_file(path: &PathBuf) -> Result<Database, StoreError> {
                 return Ok(db);
             }
             Ok(Some(SCHEMA_VERSION)) => return Ok(db),
+            // Accounts and groups live in the same file: version 1 is converted in place, not set aside.
+            Ok(Some(1)) => match migrate_v1(&db) {
+                Ok(rooms) => {
+                    info!(store = %path.display(), rooms, "store migrated from schema version 1");
+                    return Ok(db);
+                }
+                Err(error) => format!("migrating it from schema version 1 failed: {error}"),
+            },
             Ok(Some(other)) => format!("it has schema version {other}, this build uses {SCHEMA_VERSION}"),
             Err(error) => error.to_string(),
         },
@@ -396,6 +467,30 @@ fn schema_of(db: &Database) -> Result<Option<u64>, StoreError> {
     }
 }
 
+/// Re-encodes every room's bookkeeping from version 1's JSON, in one
+/// transaction with the new version stamp; returns how many rooms.
+fn migrate_v1(db: &Database) -> Result<usize, StoreError> {
+    let txn = db.begin_write()?;
+    let mut count = 0;
+    {
+        let mut rooms = txn.open_table(ROOMS)?;
+        let mut converted = Vec::new();
+        for entry in rooms.iter()? {
+            let (key, value) = entry?;
+            converted.push((key.value().to_owned(), RoomMeta::decode_v1(value.value())?));
+        }
+        for (key, meta) in &converted {
+            rooms.insert(key.as_str(), meta.encode().as_slice())?;
+        }
+        count += converted.len();
+        txn.open_table(SCHEMA)?.insert("version", SCHEMA_VERSION)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(LRU)?;
+    }
+    txn.commit()?;
+    Ok(count)
+}
+
 fn stamp_schema(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
@@ -408,6 +503,57 @@ fn stamp_schema(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Room bookkeeping rows most recently read or written by the writer, as
+/// committed: an append to an active room neither reads nor decodes its row.
+///
+/// Two generations bound it: when the young one holds [`META_CACHE_ROOMS`]
+/// rooms it becomes the old one and the old one is dropped, so the rooms used
+/// among the last `META_CACHE_ROOMS`..`2 × META_CACHE_ROOMS` distinct rooms
+/// stay cached, and memory stays bounded however many rooms are stored.
+#[derive(Default)]
+struct MetaCache {
+    young: HashMap<Arc<str>, RoomMeta>,
+    old: HashMap<Arc<str>, RoomMeta>,
+}
+
+/// Rooms per generation of the [`MetaCache`] (about 100 bytes each).
+const META_CACHE_ROOMS: usize = 8192;
+
+impl MetaCache {
+    fn get(&self, key: &str) -> Option<&RoomMeta> {
+        self.young.get(key).or_else(|| self.old.get(key))
+    }
+
+    fn put(&mut self, key: Arc<str>, meta: RoomMeta) {
+        if self.young.len() >= META_CACHE_ROOMS && !self.young.contains_key(&key) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.old.remove(&key);
+        self.young.insert(key, meta);
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.young.remove(key);
+        self.old.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+}
+
+/// A room's bookkeeping while one commit is written: read once (from the
+/// [`MetaCache`] or the table), changed by every op of the batch, and written
+/// back once, with at most one LRU index move and one trim.
+struct Working {
+    meta: RoomMeta,
+    /// The tick under which the LRU index lists the room now (0: not listed).
+    indexed: u64,
+    /// Messages at or below this offset go at the end of the batch (0: none).
+    trim: u64,
+}
+
 /// The writer thread's state.
 struct Writer {
     db: Arc<Database>,
@@ -418,6 +564,10 @@ struct Writer {
     next_tick: u64,
     listener: CommitListener,
     last_sweep: Instant,
+    /// Committed room rows, agreeing with the store after every commit.
+    metas: MetaCache,
+    /// The rooms of the batch being written (empty between commits; kept for its capacity).
+    working: HashMap<Arc<str>, Working>,
 }
 
 impl Writer {
@@ -429,7 +579,7 @@ impl Writer {
             let rooms = txn.open_table(ROOMS)?;
             for entry in rooms.iter()? {
                 let (key, meta) = entry?;
-                let meta: RoomMeta = serde_json::from_slice(meta.value())?;
+                let meta = RoomMeta::decode(meta.value())?;
                 *bytes.entry(channel_of(key.value()).to_owned()).or_default() += meta.bytes;
                 next_tick = next_tick.max(meta.tick + 1);
             }
@@ -445,6 +595,8 @@ impl Writer {
             next_tick,
             listener,
             last_sweep: Instant::now(),
+            metas: MetaCache::default(),
+            working: HashMap::new(),
         })
     }
 
@@ -487,16 +639,29 @@ impl Writer {
         let appends = batch.iter().filter(|op| matches!(op, Op::Append(_))).count();
         let bytes_before = self.bytes.clone();
         let result = self.write(batch, &mut acks, &mut report);
-        if let Err(error) = &result {
-            // The transaction was not committed: its byte counts did not happen.
-            self.bytes = bytes_before;
-            report.evicted.clear();
-            error!(%error, "store commit failed; the batch's messages were delivered but not stored");
-            crate::metrics::store_error();
-            crate::metrics::store_up(false);
-        } else if appends > 0 {
-            crate::metrics::store_up(true);
-            crate::metrics::store_commit(started.elapsed(), appends);
+        match &result {
+            Ok(()) => {
+                // Committed: the cache takes the rows as they now are in the store.
+                for (key, working) in self.working.drain() {
+                    self.metas.put(key, working.meta);
+                }
+                for key in &report.evicted {
+                    self.metas.remove(key);
+                }
+                if appends > 0 {
+                    crate::metrics::store_up(true);
+                    crate::metrics::store_commit(started.elapsed(), appends);
+                }
+            }
+            Err(error) => {
+                // The transaction was not committed: its byte counts and rows did not happen.
+                self.bytes = bytes_before;
+                self.working.clear();
+                report.evicted.clear();
+                error!(%error, "store commit failed; the batch's messages were delivered but not stored");
+                crate::metrics::store_error();
+                crate::metrics::store_up(false);
+            }
         }
         if !report.evicted.is_empty() {
             crate::metrics::history_evicted_rooms(report.evicted.len());
@@ -520,7 +685,9 @@ impl Writer {
         } else {
             Durability::None
         })?;
-        let mut touched_channels = Vec::new();
+        // Everything used in one commit was used "at the same time": one tick.
+        let tick = self.tick();
+        let mut touched_channels: Vec<String> = Vec::new();
         {
             let mut rooms = txn.open_table(ROOMS)?;
             let mut messages = txn.open_table(MESSAGES)?;
@@ -532,30 +699,22 @@ impl Writer {
             };
             for op in batch {
                 match op {
-                    Op::Append(append) => {
-                        let room_key = Arc::clone(&append.room_key);
-                        if let Some(ack) = append.ack {
+                    Op::Append(mut append) => {
+                        if let Some(ack) = append.ack.take() {
                             acks.push(ack);
                         }
-                        let channel = channel_of(&room_key).to_owned();
-                        let value = append.value;
-                        let appended = Append {
-                            value,
-                            ack: None,
-                            ..append
-                        };
-                        self.append(&mut tables, &channel, &appended)?;
-                        *report.written.entry(room_key).or_default() += 1;
-                        if !touched_channels.contains(&channel) {
-                            touched_channels.push(channel);
+                        self.append(&mut tables, &append, tick)?;
+                        let channel = channel_of(&append.room_key);
+                        if !touched_channels.iter().any(|c| c == channel) {
+                            touched_channels.push(channel.to_owned());
                         }
+                        *report.written.entry(append.room_key).or_default() += 1;
                     }
-                    Op::Touch(room_key) => {
-                        self.touch(&mut tables, &room_key)?;
-                    }
+                    Op::Touch(room_key) => self.touch(&mut tables, room_key, tick)?,
                     Op::Flush(ack) => acks.push(ack),
                 }
             }
+            self.write_rooms(&mut tables)?;
             for channel in touched_channels {
                 self.enforce_bound(&mut tables, &channel, &mut report.evicted)?;
             }
@@ -569,63 +728,115 @@ impl Writer {
         self.next_tick
     }
 
-    fn append(&mut self, t: &mut Tables<'_, '_>, channel: &str, append: &Append) -> Result<(), StoreError> {
-        let limits = self.channels.get(channel).cloned();
-        let history_size = limits.as_ref().map_or(0, |l| l.history_size) as u64;
+    /// The room's bookkeeping for this batch, read once; `None` if it has none.
+    fn working(&mut self, t: &Tables<'_, '_>, key: &Arc<str>) -> Result<Option<&mut Working>, StoreError> {
+        if !self.working.contains_key(key) {
+            let meta = match self.metas.get(key) {
+                Some(meta) => meta.clone(),
+                None => match read_meta(t.rooms, key)? {
+                    Some(meta) => meta,
+                    None => return Ok(None),
+                },
+            };
+            let indexed = meta.tick;
+            self.working.insert(Arc::clone(key), Working { meta, indexed, trim: 0 });
+        }
+        Ok(self.working.get_mut(key))
+    }
+
+    fn append(&mut self, t: &mut Tables<'_, '_>, append: &Append, tick: u64) -> Result<(), StoreError> {
         let key: &str = &append.room_key;
-        let stored = read_meta(t.rooms, key)?;
-        let mut meta = match stored {
-            Some(meta) if meta.epoch == *append.epoch => meta,
-            other => {
-                // A new room, or one whose log started a new epoch: start it over.
-                if let Some(old) = other {
-                    self.drop_room(t, channel, key, &old)?;
-                }
-                self.add_bytes(channel, ROOM_OVERHEAD_BYTES as i64);
-                RoomMeta {
-                    epoch: append.epoch.to_string(),
+        let channel = channel_of(key);
+        let history_size = self.channels.get(channel).map_or(0, |l| l.history_size) as u64;
+        let stale = match self.working(t, &append.room_key)? {
+            Some(working) if working.meta.epoch == append.epoch => None,
+            Some(working) => Some((working.meta.bytes, working.indexed)),
+            None => Some((0, 0)),
+        };
+        if let Some((old_bytes, indexed)) = stale {
+            // A new room, or one whose log started a new epoch: start it over.
+            if old_bytes != 0 || indexed != 0 {
+                drop_room(t, channel, key, indexed)?;
+                self.add_bytes(channel, -(old_bytes as i64));
+            }
+            self.add_bytes(channel, ROOM_OVERHEAD_BYTES as i64);
+            let fresh = Working {
+                meta: RoomMeta {
+                    epoch: Arc::clone(&append.epoch),
                     last: 0,
                     lost: 0,
                     bytes: ROOM_OVERHEAD_BYTES,
                     tick: 0,
-                }
-            }
-        };
-        if meta.tick != 0 {
-            t.lru.remove((channel, meta.tick, key))?;
+                },
+                indexed: 0,
+                trim: 0,
+            };
+            self.working.insert(Arc::clone(&append.room_key), fresh);
         }
-        meta.tick = self.tick();
-        t.lru.insert((channel, meta.tick, key), ())?;
+        let Some(working) = self.working.get_mut(key) else {
+            return Ok(());
+        };
+        let meta = &mut working.meta;
+        meta.tick = tick;
         meta.last = meta.last.max(append.offset);
         meta.lost = meta.lost.max(append.lost);
+        let mut cost = 0;
         if history_size == 0 {
             meta.lost = meta.lost.max(append.offset);
         } else {
             t.messages.insert((key, append.offset), append.value.as_slice())?;
-            let cost = append.value.len() as u64 + MESSAGE_OVERHEAD_BYTES;
+            cost = append.value.len() as u64 + MESSAGE_OVERHEAD_BYTES;
             meta.bytes += cost;
-            self.add_bytes(channel, cost as i64);
-            // Keep the latest `history_size`: everything at or below `cut` goes.
+            // Keep the latest `history_size`: everything at or below `cut` goes
+            // (once, when the batch's rows are written).
             let cut = append.offset.saturating_sub(history_size);
             if cut > meta.lost {
-                let freed = delete_range(t.messages, key, 0, cut)?;
-                meta.bytes = meta.bytes.saturating_sub(freed);
-                self.add_bytes(channel, -(freed as i64));
+                working.trim = working.trim.max(cut);
                 meta.lost = cut;
             }
         }
-        write_meta(t.rooms, key, &meta)
+        self.add_bytes(channel, cost as i64);
+        Ok(())
     }
 
-    fn touch(&mut self, t: &mut Tables<'_, '_>, key: &str) -> Result<(), StoreError> {
-        let Some(mut meta) = read_meta(t.rooms, key)? else {
-            return Ok(());
-        };
-        let channel = channel_of(key).to_owned();
-        t.lru.remove((channel.as_str(), meta.tick, key))?;
-        meta.tick = self.tick();
-        t.lru.insert((channel.as_str(), meta.tick, key), ())?;
-        write_meta(t.rooms, key, &meta)
+    fn touch(&mut self, t: &mut Tables<'_, '_>, key: Arc<str>, tick: u64) -> Result<(), StoreError> {
+        if let Some(working) = self.working(t, &key)? {
+            working.meta.tick = tick;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's rooms back: trims, LRU index moves, rows.
+    fn write_rooms(&mut self, t: &mut Tables<'_, '_>) -> Result<(), StoreError> {
+        let mut freed_per_channel: Vec<(&str, u64)> = Vec::new();
+        for (key, working) in &mut self.working {
+            let channel = channel_of(key);
+            if working.trim > 0 {
+                let freed = delete_range(t.messages, key, 0, working.trim)?;
+                working.meta.bytes = working.meta.bytes.saturating_sub(freed);
+                working.trim = 0;
+                match freed_per_channel.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, total)) => *total += freed,
+                    None => freed_per_channel.push((channel, freed)),
+                }
+            }
+            if working.meta.tick != working.indexed {
+                if working.indexed != 0 {
+                    t.lru.remove((channel, working.indexed, &**key))?;
+                }
+                t.lru.insert((channel, working.meta.tick, &**key), ())?;
+                working.indexed = working.meta.tick;
+            }
+            write_meta(t.rooms, key, &working.meta)?;
+        }
+        let freed: Vec<(String, u64)> = freed_per_channel
+            .into_iter()
+            .map(|(channel, freed)| (channel.to_owned(), freed))
+            .collect();
+        for (channel, freed) in freed {
+            self.add_bytes(&channel, -(freed as i64));
+        }
+        Ok(())
     }
 
     /// Drops least recently used rooms until the channel is under its byte bound.
@@ -648,8 +859,10 @@ impl Writer {
             let Some(room_key) = oldest.filter(|key| channel_of(key) == channel) else {
                 break;
             };
+            // The batch's rooms are written already: the table is current.
             if let Some(meta) = read_meta(t.rooms, &room_key)? {
-                self.drop_room(t, channel, &room_key, &meta)?;
+                drop_room(t, channel, &room_key, meta.tick)?;
+                self.add_bytes(channel, -(meta.bytes as i64));
                 t.rooms.remove(room_key.as_str())?;
             } else {
                 // An index entry without a room: repair it and go on.
@@ -658,33 +871,28 @@ impl Writer {
                     |k, _| k.2 != room_key,
                 )?;
             }
+            self.working.remove(room_key.as_str());
             evicted.push(room_key);
         }
         Ok(())
     }
 
-    /// Removes a room's messages and LRU entry and uncounts its bytes (its meta row stays to the caller).
-    fn drop_room(
-        &mut self,
-        t: &mut Tables<'_, '_>,
-        channel: &str,
-        key: &str,
-        meta: &RoomMeta,
-    ) -> Result<(), StoreError> {
-        delete_range(t.messages, key, 0, u64::MAX)?;
-        t.lru.remove((channel, meta.tick, key))?;
-        self.add_bytes(channel, -(meta.bytes as i64));
-        Ok(())
-    }
-
     fn add_bytes(&mut self, channel: &str, delta: i64) {
-        let bytes = self.bytes.entry(channel.to_owned()).or_default();
-        *bytes = bytes.saturating_add_signed(delta);
+        if delta == 0 {
+            return;
+        }
+        match self.bytes.get_mut(channel) {
+            Some(bytes) => *bytes = bytes.saturating_add_signed(delta),
+            None => {
+                self.bytes.insert(channel.to_owned(), 0u64.saturating_add_signed(delta));
+            }
+        }
     }
 
     /// Prunes messages past their channel's age limit; rooms left empty are forgotten.
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
+        let bytes_before = self.bytes.clone();
         let result = (|| -> Result<usize, StoreError> {
             let now = unix_now();
             let txn = self.db.begin_write()?;
@@ -741,13 +949,27 @@ impl Writer {
         })();
         match result {
             Ok(0) => {}
-            Ok(pruned) => info!(pruned, "expired messages pruned from the store"),
+            Ok(pruned) => {
+                // Rows changed behind the cache; a sweep is rare, so start it over.
+                self.metas.clear();
+                info!(pruned, "expired messages pruned from the store");
+            }
             Err(error) => {
+                self.bytes = bytes_before;
                 error!(%error, "store sweep failed");
                 crate::metrics::store_error();
             }
         }
     }
+}
+
+/// Removes a room's messages and its LRU entry at `indexed` (its row stays to the caller).
+fn drop_room(t: &mut Tables<'_, '_>, channel: &str, key: &str, indexed: u64) -> Result<(), StoreError> {
+    delete_range(t.messages, key, 0, u64::MAX)?;
+    if indexed != 0 {
+        t.lru.remove((channel, indexed, key))?;
+    }
+    Ok(())
 }
 
 struct Tables<'a, 't> {
@@ -761,7 +983,7 @@ fn read_meta(
     key: &str,
 ) -> Result<Option<RoomMeta>, StoreError> {
     Ok(match rooms.get(key)? {
-        Some(meta) => Some(serde_json::from_slice(meta.value())?),
+        Some(meta) => Some(RoomMeta::decode(meta.value())?),
         None => None,
     })
 }
@@ -771,7 +993,7 @@ fn write_meta(
     key: &str,
     meta: &RoomMeta,
 ) -> Result<(), StoreError> {
-    rooms.insert(key, serde_json::to_vec(meta)?.as_slice())?;
+    rooms.insert(key, meta.encode().as_slice())?;
     Ok(())
 }
 
@@ -788,4 +1010,313 @@ fn delete_range(
         false
     })?;
     Ok(freed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::ids::random_alphanumeric;
+
+    fn limits(history_size: usize, max_bytes: u64) -> ChannelLimits {
+        ChannelLimits {
+            id: "c".into(),
+            history_size,
+            history_max_age_seconds: 3600,
+            history_max_bytes: max_bytes,
+        }
+    }
+
+    fn options(path: Option<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            path,
+            commit_wait: Duration::ZERO,
+            commit_max_messages: 1024,
+            fsync: false,
+            sweep_interval: Duration::from_secs(3600),
+        }
+    }
+
+    /// A writer driven by hand, on an in-memory database, with the commit reports it sent.
+    fn writer(limits: ChannelLimits) -> (Writer, mpsc::Receiver<CommitReport>) {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        stamp_schema(&db).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let config = WriterConfig {
+            options: options(None),
+            channels: HashMap::from([(limits.id.clone(), limits)]),
+        };
+        let listener: CommitListener = Box::new(move |report| {
+            let _ = tx.send(report);
+        });
+        (Writer::new(Arc::new(db), config, listener).unwrap(), rx)
+    }
+
+    fn append(room: &str, epoch: &str, offset: u64) -> Op {
+        let raw = RawValue::from_string(format!("{offset}")).unwrap();
+        Op::Append(Append {
+            room_key: room_key("c", room).into(),
+            epoch: epoch.into(),
+            offset,
+            lost: 0,
+            value: encode_record(unix_now(), &raw, None, None),
+            ack: None,
+        })
+    }
+
+    /// Every room row and LRU entry as committed.
+    fn stored(writer: &Writer) -> (HashMap<String, RoomMeta>, Vec<(u64, String)>) {
+        let txn = writer.db.begin_read().unwrap();
+        let rooms = txn.open_table(ROOMS).unwrap();
+        let rows = rooms
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.value().to_owned(), RoomMeta::decode(v.value()).unwrap())
+            })
+            .collect();
+        let lru = txn.open_table(LRU).unwrap();
+        let index = lru
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (k, _) = e.unwrap();
+                let (_, tick, room) = k.value();
+                (tick, room.to_owned())
+            })
+            .collect();
+        (rows, index)
+    }
+
+    fn offsets(writer: &Writer, room: &str) -> Vec<u64> {
+        let txn = writer.db.begin_read().unwrap();
+        let messages = txn.open_table(MESSAGES).unwrap();
+        let key = room_key("c", room);
+        messages
+            .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))
+            .unwrap()
+            .map(|e| e.unwrap().0.value().1)
+            .collect()
+    }
+
+    #[test]
+    fn room_meta_round_trips_and_rejects_garbage() {
+        let meta = RoomMeta {
+            epoch: "AbCd1234".into(),
+            last: u64::MAX,
+            lost: 7,
+            bytes: 1 << 40,
+            tick: 3,
+        };
+        assert_eq!(RoomMeta::decode(&meta.encode()).unwrap(), meta);
+        assert!(RoomMeta::decode(&[0; 31]).is_err());
+        let mut bad_utf8 = meta.encode();
+        bad_utf8.push(0xff);
+        assert!(RoomMeta::decode(&bad_utf8).is_err());
+    }
+
+    #[test]
+    fn the_meta_cache_agrees_with_the_store_after_every_commit() {
+        let (mut writer, reports) = writer(limits(3, 1 << 20));
+        let batches = vec![
+            vec![append("a", "e1", 1), append("b", "e1", 1), append("a", "e1", 2)],
+            // `a` trims (history 3), `b` is touched, `c` is new.
+            vec![
+                append("a", "e1", 3),
+                append("a", "e1", 4),
+                append("a", "e1", 5),
+                Op::Touch(room_key("c", "b").into()),
+                append("c", "e1", 1),
+            ],
+            // `b` starts a new epoch: its old history is dropped.
+            vec![append("b", "e2", 1), append("a", "e1", 6)],
+        ];
+        for batch in batches {
+            writer.commit(batch);
+            reports.recv().unwrap();
+            assert!(writer.working.is_empty());
+            let (rows, _) = stored(&writer);
+            for (key, row) in &rows {
+                if let Some(cached) = writer.metas.get(key) {
+                    assert_eq!(cached, row, "{key:?}");
+                }
+            }
+            let cached = writer.metas.young.len() + writer.metas.old.len();
+            assert_eq!(cached, rows.len(), "every room written is cached");
+        }
+        let (rows, _) = stored(&writer);
+        let a = &rows[&room_key("c", "a")];
+        assert_eq!((a.last, a.lost), (6, 3));
+        assert_eq!(offsets(&writer, "a"), [4, 5, 6]);
+        assert_eq!(&*rows[&room_key("c", "b")].epoch, "e2");
+        assert_eq!(offsets(&writer, "b"), [1]);
+        // The byte counts of the rows add up to the channel's total.
+        let total: u64 = rows.values().map(|m| m.bytes).sum();
+        assert_eq!(writer.bytes["c"], total);
+    }
+
+    #[test]
+    fn a_room_moves_in_the_lru_index_once_per_commit_and_order_holds() {
+        let (mut writer, reports) = writer(limits(100, 1 << 20));
+        writer.commit(vec![append("a", "e", 1), append("b", "e", 1)]);
+        writer.commit(vec![append("c", "e", 1)]);
+        // `a` is used three times in one commit: one index entry, at this commit's tick.
+        writer.commit(vec![append("a", "e", 2), append("a", "e", 3), append("a", "e", 4)]);
+        for _ in 0..3 {
+            reports.recv().unwrap();
+        }
+        let (rows, index) = stored(&writer);
+        let names: Vec<&str> = index.iter().map(|(_, key)| channel_room(key)).collect();
+        assert_eq!(names, ["b", "c", "a"], "least recently used first");
+        assert_eq!(index.len(), rows.len(), "one index entry per room");
+        for (tick, key) in &index {
+            assert_eq!(rows[key].tick, *tick, "{key:?}");
+        }
+        // Rooms of one commit share its tick.
+        assert_eq!(rows[&room_key("c", "b")].tick, 2);
+        assert_eq!(rows[&room_key("c", "a")].tick, 4);
+    }
+
+    fn channel_room(key: &str) -> &str {
+        key.split_once('\0').map_or(key, |(_, room)| room)
+    }
+
+    #[test]
+    fn eviction_drops_a_room_of_the_same_commit_from_the_cache() {
+        // Room overhead alone exceeds the bound: each commit evicts down to nothing.
+        let (mut writer, reports) = writer(limits(100, 100));
+        writer.commit(vec![append("a", "e", 1), append("b", "e", 1)]);
+        let report = reports.recv().unwrap();
+        assert_eq!(report.evicted.len(), 2);
+        assert!(writer.metas.get(&room_key("c", "a")).is_none());
+        let (rows, index) = stored(&writer);
+        assert!(rows.is_empty() && index.is_empty());
+        assert_eq!(writer.bytes["c"], 0);
+    }
+
+    #[test]
+    fn the_meta_cache_stays_bounded() {
+        let mut cache = MetaCache::default();
+        let meta = RoomMeta {
+            epoch: "e".into(),
+            last: 1,
+            lost: 0,
+            bytes: 0,
+            tick: 1,
+        };
+        for i in 0..3 * META_CACHE_ROOMS {
+            cache.put(format!("c\0{i}").into(), meta.clone());
+        }
+        assert!(cache.young.len() + cache.old.len() <= 2 * META_CACHE_ROOMS);
+        let newest = format!("c\0{}", 3 * META_CACHE_ROOMS - 1);
+        assert!(cache.get(&newest).is_some());
+        assert!(cache.get("c\x000").is_none());
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("rookery-store-{}", random_alphanumeric(10)));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+        fn store(&self) -> PathBuf {
+            self.0.join("store.redb")
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Writes a store as schema version 1 did: JSON room rows, plus a table of another module.
+    fn write_v1_store(path: &PathBuf) {
+        const OTHER: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(SCHEMA).unwrap().insert("version", 1).unwrap();
+            let row = br#"{"epoch":"OldEpoch","last":7,"lost":2,"bytes":400,"tick":9}"#;
+            txn.open_table(ROOMS).unwrap().insert("c\0r", row.as_slice()).unwrap();
+            let raw = RawValue::from_string("\"hi\"".into()).unwrap();
+            let record = encode_record(unix_now(), &raw, Some("n:x"), None);
+            let mut messages = txn.open_table(MESSAGES).unwrap();
+            messages.insert(("c\0r", 7), record.as_slice()).unwrap();
+            txn.open_table(LRU).unwrap().insert(("c", 9, "c\0r"), ()).unwrap();
+            txn.open_table(OTHER)
+                .unwrap()
+                .insert("alice", b"account".as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_migrated_in_place() {
+        let dir = TempDir::new();
+        write_v1_store(&dir.store());
+        let store = Store::open(options(Some(dir.store())), &[limits(10, 1 << 20)]).unwrap();
+        store.start(Box::new(|_| {})).unwrap();
+        let meta = store.room("c\0r").unwrap().unwrap();
+        assert_eq!(
+            (&*meta.epoch, meta.last, meta.lost, meta.bytes, meta.tick),
+            ("OldEpoch", 7, 2, 400, 9)
+        );
+        assert_eq!(store.latest("c\0r", 10).unwrap()[0].offset, 7);
+        // The next append continues the room and keeps its byte count.
+        let raw = RawValue::from_string("1".into()).unwrap();
+        store
+            .append(Append {
+                room_key: "c\0r".into(),
+                epoch: "OldEpoch".into(),
+                offset: 8,
+                lost: 2,
+                value: encode_record(unix_now(), &raw, None, None),
+                ack: None,
+            })
+            .unwrap();
+        store.flush().await.unwrap();
+        let after = store.room("c\0r").unwrap().unwrap();
+        assert_eq!((after.last, &*after.epoch), (8, "OldEpoch"));
+        assert!(after.bytes > 400);
+        let db = store.database();
+        let txn = db.begin_read().unwrap();
+        let version = txn.open_table(SCHEMA).unwrap().get("version").unwrap().unwrap().value();
+        assert_eq!(version, SCHEMA_VERSION);
+        const OTHER: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+        let other = txn.open_table(OTHER).unwrap();
+        assert_eq!(
+            other.get("alice").unwrap().unwrap().value(),
+            b"account",
+            "other tables are kept"
+        );
+        let aside = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("unusable"));
+        assert!(!aside, "nothing was set aside");
+    }
+
+    #[test]
+    fn a_store_of_an_unknown_schema_version_is_set_aside() {
+        let dir = TempDir::new();
+        {
+            let db = Database::create(dir.store()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SCHEMA).unwrap().insert("version", 99).unwrap();
+            txn.commit().unwrap();
+        }
+        let db = open_database(&dir.store()).unwrap();
+        assert_eq!(schema_of(&db).unwrap(), Some(SCHEMA_VERSION));
+        let aside = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("unusable"));
+        assert!(aside, "the old file is kept for inspection");
+    }
 }
