@@ -264,7 +264,7 @@ impl Engine {
     ) -> Option<Result<(), EngineError>> {
         match self {
             Engine::Local(_) => None,
-            Engine::Redis(engine) => Some(engine.evict_user(channel, room, user, notice).await),
+            Engine::Redis(engine) => Some(Box::pin(engine.evict_user(channel, room, user, notice)).await),
         }
     }
 
@@ -274,7 +274,7 @@ impl Engine {
     pub async fn name_live_in_deployment(&self, channel: &str, key: &str) -> Result<bool, EngineError> {
         match self {
             Engine::Local(_) => Ok(false),
-            Engine::Redis(engine) => engine.name_live(channel, key).await,
+            Engine::Redis(engine) => Box::pin(engine.name_live(channel, key)).await,
         }
     }
 
@@ -292,7 +292,7 @@ impl Engine {
     pub async fn names_written(&self) {
         match self {
             Engine::Local(_) => {}
-            Engine::Redis(engine) => engine.settle().await,
+            Engine::Redis(engine) => Box::pin(engine.settle()).await,
         }
     }
 
@@ -301,7 +301,7 @@ impl Engine {
     pub async fn deployment(&self, channel: &str) -> Option<Result<redis::Deployment, EngineError>> {
         match self {
             Engine::Local(_) => None,
-            Engine::Redis(engine) => Some(engine.deployment(channel).await),
+            Engine::Redis(engine) => Some(Box::pin(engine.deployment(channel)).await),
         }
     }
 
@@ -375,6 +375,7 @@ mod tests {
                 std::mem::size_of_val(&engine.history("c", &room, HistoryQuery::Latest(1))),
             ),
             ("hold", std::mem::size_of_val(&engine.hold("c", &room))),
+            ("names_written", std::mem::size_of_val(&engine.names_written())),
             (
                 "member_joined",
                 std::mem::size_of_val(&engine.member_joined("c", &room, &member)),
