@@ -196,7 +196,10 @@ impl Session {
                         None | Some(Err(_)) if session.outbox.is_stopped() => Some(Ending::Drop),
                         None => Some(Ending::Gone),
                         Some(Err(error)) => Some(session.on_socket_error(error)),
-                        Some(Ok(message)) => session.on_message(message).await,
+                        // Boxed: handling a frame (subscribe, authenticate, publish)
+                        // has large states, which inline would be carried by every
+                        // idle connection's task; one allocation per frame is cheaper.
+                        Some(Ok(message)) => Box::pin(session.on_message(message)).await,
                     };
                     if let Some(ending) = ending {
                         break ending;
@@ -220,7 +223,9 @@ impl Session {
         }
         // Leave every room (presence events go out) before the socket closes.
         session.state = None;
-        writer.finish(ending, &session.outbox).await;
+        // Boxed, as `on_message` is: a future held once, at the end, should not
+        // add its size to every idle connection's task.
+        Box::pin(writer.finish(ending, &session.outbox)).await;
         drop(guard);
         crate::metrics::connection_closed();
     }

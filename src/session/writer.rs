@@ -163,7 +163,9 @@ async fn within<E>(stall: Duration, operation: impl Future<Output = Result<(), E
     let mut operation = std::pin::pin!(operation);
     let outcome = match operation.as_mut().now_or_never() {
         Some(outcome) => outcome,
-        None => tokio::time::timeout(stall, operation)
+        // Boxed: the timer exists only while a write waits, instead of adding
+        // its size to every idle connection's writer task.
+        None => Box::pin(tokio::time::timeout(stall, operation))
             .await
             .map_err(|_| WriteFailure::Stalled)?,
     };
