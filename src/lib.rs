@@ -47,5 +47,5 @@ pub mod server;
 pub mod session;
 pub mod stores;
 #[cfg(test)]
-mod test_redis;
+mod test_support;
 pub mod token;

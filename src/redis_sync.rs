@@ -131,7 +131,7 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_redis::TestRedis;
+    use crate::test_support::TestRedis;
 
     #[test]
     fn connections_are_reused_and_broken_ones_dropped() {
@@ -195,12 +195,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_redis_fails_fast() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pool = RedisPool::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let pool = RedisPool::new(&crate::test_support::unreachable_redis_url()).unwrap();
         let error = pool.run(|c| redis::cmd("PING").query::<String>(c)).unwrap_err();
         assert!(error.is_io_error() || error.is_connection_refusal(), "{error}");
     }

@@ -186,11 +186,6 @@ mod tests {
 
     #[test]
     fn the_redb_store_keeps_the_contract() {
-        contract::all(|| {
-            let db = Database::builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .expect("an in-memory database");
-            Box::new(RedbAccountStore::new(Arc::new(db)))
-        });
+        contract::all(|| Box::new(RedbAccountStore::new(crate::test_support::in_memory_database())));
     }
 }

@@ -334,7 +334,7 @@ impl AccountStore for RedisAccountStore {
 mod tests {
     use super::super::store::contract;
     use super::*;
-    use crate::test_redis::TestRedis;
+    use crate::test_support::TestRedis;
 
     fn flush(redis: &TestRedis) {
         let mut c = redis::Client::open(redis.url.as_str())
@@ -413,12 +413,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_redis_is_a_backend_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = RedisAccountStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let store = RedisAccountStore::new(&crate::test_support::unreachable_redis_url()).unwrap();
         assert!(matches!(store.session("k"), Err(StoreError::Backend(_))));
         assert!(matches!(
             store.create_user(&contract::user("a", "A")),

@@ -440,6 +440,7 @@ pub(super) fn answer(
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::TempDir;
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -451,23 +452,6 @@ mod tests {
     impl Delivery for Nobody {
         fn deliver(&self, _: &str, _: &Arc<Message>) -> usize {
             0
-        }
-    }
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> TempDir {
-            let dir = std::env::temp_dir().join(format!("rookery-engine-{}", random_alphanumeric(10)));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn store(&self) -> PathBuf {
-            self.0.join("store.redb")
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -1014,10 +1014,10 @@ fn delete_range(
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::TempDir;
     use std::sync::mpsc;
 
     use super::*;
-    use crate::ids::random_alphanumeric;
 
     fn limits(history_size: usize, max_bytes: u64) -> ChannelLimits {
         ChannelLimits {
@@ -1215,23 +1215,6 @@ mod tests {
         let newest = format!("c\0{}", 3 * META_CACHE_ROOMS - 1);
         assert!(cache.get(&newest).is_some());
         assert!(cache.get("c\x000").is_none());
-    }
-
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new() -> TempDir {
-            let dir = std::env::temp_dir().join(format!("rookery-store-{}", random_alphanumeric(10)));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn store(&self) -> PathBuf {
-            self.0.join("store.redb")
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     /// Writes a store as schema version 1 did: JSON room rows, plus a table of another module.

@@ -421,10 +421,9 @@ mod tests {
     }
 
     fn memory_store() -> Arc<dyn GroupStore> {
-        let db = redb::Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .unwrap();
-        Arc::new(redb_store::RedbGroupStore::new(Arc::new(db)))
+        Arc::new(redb_store::RedbGroupStore::new(
+            crate::test_support::in_memory_database(),
+        ))
     }
 
     fn users() -> Arc<dyn AccountStore> {

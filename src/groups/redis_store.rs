@@ -159,7 +159,7 @@ impl GroupStore for RedisGroupStore {
 mod tests {
     use super::super::store::contract;
     use super::*;
-    use crate::test_redis::TestRedis;
+    use crate::test_support::TestRedis;
 
     #[test]
     fn the_redis_store_keeps_the_contract() {
@@ -182,12 +182,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_redis_is_a_backend_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = RedisGroupStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let store = RedisGroupStore::new(&crate::test_support::unreachable_redis_url()).unwrap();
         assert!(matches!(
             store.is_member("c", "g", "u"),
             Err(GroupStoreError::Backend(_))

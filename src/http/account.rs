@@ -14,7 +14,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HeaderMap, HeaderValue,
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
-use super::body::{self, BodyError};
+use super::body;
 use super::form::Form;
 use super::{Body, error_response, json_response};
 use crate::accounts::{AccountError, Accounts};
@@ -160,10 +160,7 @@ async fn read_form(request: Request<Incoming>, app: &App, wanted: &[&str]) -> Re
         .map(str::to_owned);
     let bytes = body::read(request.into_body(), app.config.limits.max_message_bytes)
         .await
-        .map_err(|error| match error {
-            BodyError::TooLarge => error_response(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string()),
-            BodyError::Unreadable => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
-        })?;
+        .map_err(|error| error_response(error.status(), &error.to_string()))?;
     Form::parse(content_type.as_deref(), bytes, wanted)
         .await
         .map_err(|error| error_response(StatusCode::BAD_REQUEST, &error.to_string()))

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use hyper::StatusCode;
 use hyper::body::Incoming;
 
 use super::deadline;
@@ -15,6 +16,16 @@ pub enum BodyError {
     /// then answers `408` instead of the handler's response (see [`deadline`]).
     #[error("Could not read the request body")]
     Unreadable,
+}
+
+impl BodyError {
+    /// The status an endpoint answers it with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Collects the whole body, refusing more than `limit` bytes or a body that

@@ -23,7 +23,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::account::session_cookie;
-use super::body::{self, BodyError};
+use super::body;
 use super::caller::{self, ApiError, Caller};
 use super::{Body, error_response, json_response};
 use crate::app::App;
@@ -266,10 +266,7 @@ fn caller(request: &Request<Incoming>, app: &App, credentials: &ChannelAuth) -> 
 async fn read_object(request: Request<Incoming>, app: &App) -> Result<serde_json::Map<String, Value>, Response<Body>> {
     let bytes = body::read(request.into_body(), app.config.limits.max_message_bytes)
         .await
-        .map_err(|error| match error {
-            BodyError::TooLarge => error_response(StatusCode::PAYLOAD_TOO_LARGE, &error.to_string()),
-            BodyError::Unreadable => error_response(StatusCode::BAD_REQUEST, &error.to_string()),
-        })?;
+        .map_err(|error| error_response(error.status(), &error.to_string()))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(object)) => Ok(object),
         _ => Err(error_response(StatusCode::BAD_REQUEST, "Body must be a JSON object")),

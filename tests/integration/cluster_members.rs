@@ -146,18 +146,26 @@ async fn a_member_registered_on_one_node_logs_in_on_another_and_logs_out_everywh
     );
 }
 
-#[tokio::test]
-async fn groups_and_their_membership_checks_are_the_same_on_every_node() {
-    let redis = Redis::start().await;
-    let (a, b) = tokio::join!(node(&redis), node(&redis));
+/// Two nodes; alice and bob registered (on A) and logged in (alice on A, bob
+/// on B); alice has created group `team` with `members` on A. Returns the
+/// nodes and the two session cookies.
+async fn team_on_two_nodes(redis: &Redis, members: Value) -> (Node, Node, String, String) {
+    let (a, b) = tokio::join!(node(redis), node(redis));
     for user in ["alice", "bob"] {
         assert_eq!(register(&a, user).await.status, 201);
     }
     let alice = session(&a, "alice").await;
     let bob = session(&b, "bob").await;
-    let body = json!({"id": "team", "title": "Team", "members": []});
+    let body = json!({"id": "team", "title": "Team", "members": members});
     let created = groups_call(&a, "POST", "/groups", Some(&alice), Some(body)).await;
     assert_eq!(created.status, 201, "{}", created.text());
+    (a, b, alice, bob)
+}
+
+#[tokio::test]
+async fn groups_and_their_membership_checks_are_the_same_on_every_node() {
+    let redis = Redis::start().await;
+    let (a, b, alice, bob) = team_on_two_nodes(&redis, json!([])).await;
     let added = groups_call(
         &a,
         "POST",
@@ -202,15 +210,7 @@ async fn groups_and_their_membership_checks_are_the_same_on_every_node() {
 #[tokio::test]
 async fn a_removal_on_one_node_evicts_the_member_on_every_node_with_one_leave() {
     let redis = Redis::start().await;
-    let (a, b) = tokio::join!(node(&redis), node(&redis));
-    for user in ["alice", "bob"] {
-        assert_eq!(register(&a, user).await.status, 201);
-    }
-    let alice = session(&a, "alice").await;
-    let bob = session(&b, "bob").await;
-    let body = json!({"id": "team", "title": "Team", "members": ["bob"]});
-    let created = groups_call(&a, "POST", "/groups", Some(&alice), Some(body)).await;
-    assert_eq!(created.status, 201, "{}", created.text());
+    let (a, b, alice, bob) = team_on_two_nodes(&redis, json!(["bob"])).await;
 
     // Alice in the room on A, Bob on B: she sees him join.
     let (mut on_a, _) = member_online(&a, &alice).await;

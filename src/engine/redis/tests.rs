@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::test_redis::TestRedis;
+use crate::test_support::TestRedis;
 
 const CHANNEL: &str = "c";
 /// Long enough that nothing in a test waits for it.

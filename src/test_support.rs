@@ -1,9 +1,53 @@
-//! A Redis server for unit tests: a `redis-server` child process on a
-//! loopback port, without persistence, killed on drop. Panics (never skips)
-//! when `redis-server` is not installed (`scripts/test.sh` installs it).
+//! What the unit tests share: a temporary directory, an in-memory database,
+//! and a Redis server (a `redis-server` child process on a loopback port,
+//! without persistence, killed on drop; it panics, never skips, when
+//! `redis-server` is not installed — `scripts/test.sh` installs it).
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::ids::random_alphanumeric;
+
+/// A fresh directory under the system's temporary directory, removed on drop.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("rookery-test-{}", random_alphanumeric(10)));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Where the embedded store's file would be in this directory.
+    pub(crate) fn store(&self) -> PathBuf {
+        self.0.join("store.redb")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An empty redb database in memory.
+pub(crate) fn in_memory_database() -> Arc<redb::Database> {
+    let db = redb::Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .expect("an in-memory database");
+    Arc::new(db)
+}
+
+/// A `redis://` URL on a loopback port nothing listens on.
+pub(crate) fn unreachable_redis_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port();
+    format!("redis://127.0.0.1:{port}")
+}
 
 pub(crate) struct TestRedis {
     child: Child,
