@@ -92,6 +92,14 @@ impl From<Unavailable> for EngineError {
     }
 }
 
+/// Notes that Redis is gone (logged once per outage); the actor's next tick
+/// starts the recovery.
+fn mark_unreachable(unreachable: &AtomicBool, error: &Unavailable) {
+    if !unreachable.swap(true, Ordering::AcqRel) {
+        warn!(%error, "Redis unavailable; will resubscribe and re-register when it is back");
+    }
+}
+
 /// Runs one Redis request within [`COMMAND_TIMEOUT`].
 pub(crate) async fn within<T>(request: impl Future<Output = redis::RedisResult<T>>) -> Result<T, Unavailable> {
     match tokio::time::timeout(COMMAND_TIMEOUT, request).await {
@@ -125,9 +133,9 @@ pub struct RedisEngine {
     commands: mpsc::UnboundedSender<Command>,
     held: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
-    /// Set while the actor knows Redis is unreachable (until its recovery
-    /// succeeds), so publishes are refused at once instead of each waiting
-    /// out [`COMMAND_TIMEOUT`].
+    /// Set from a failed request (here or in the actor) until the actor's
+    /// recovery succeeds, so publishes are refused at once instead of each
+    /// waiting out [`COMMAND_TIMEOUT`]. Shared with the actor.
     unreachable: Arc<AtomicBool>,
 }
 
@@ -162,8 +170,6 @@ pub(crate) enum Command {
     Reregister,
     /// Answers once everything queued before it is done.
     Flush(oneshot::Sender<()>),
-    /// A request outside the actor failed: Redis may be gone; recover.
-    Lost(Unavailable),
 }
 
 impl RedisEngine {
@@ -204,7 +210,6 @@ impl RedisEngine {
             delivery: Arc::clone(&delivery),
             rooms: HashMap::new(),
             names: HashSet::new(),
-            disconnected: false,
             held: Arc::clone(&held),
             unreachable: Arc::clone(&unreachable),
         };
@@ -234,8 +239,7 @@ impl RedisEngine {
     /// Refuses further publishes until the actor has recovered (it checks
     /// whether Redis answers again every [`RECOVERY_INTERVAL`]).
     fn lost(&self, error: &Unavailable) {
-        self.unreachable.store(true, Ordering::Release);
-        let _ = self.commands.send(Command::Lost(Unavailable(error.0.clone())));
+        mark_unreachable(&self.unreachable, error);
     }
 
     fn limits(&self, channel: &str) -> Result<&ChannelLimits, EngineError> {
@@ -540,8 +544,8 @@ struct Actor {
     names: HashSet<String>,
     /// The connection was lost (or a request failed): subscriptions and
     /// registrations must be redone and gaps checked once Redis answers.
-    disconnected: bool,
-    /// Shared with the engine: mirrors `disconnected` for the publish path.
+    /// Redis is unreachable: the recovery runs on every tick until it
+    /// succeeds. Shared with the engine, which refuses publishes meanwhile.
     unreachable: Arc<AtomicBool>,
     held: Arc<AtomicUsize>,
 }
@@ -578,7 +582,7 @@ impl Actor {
                     // The engine is gone.
                     None => return,
                 },
-                _ = tick.tick() => if self.disconnected {
+                _ = tick.tick() => if self.unreachable.load(Ordering::Acquire) {
                     self.recover().await;
                 },
             }
@@ -662,7 +666,6 @@ impl Actor {
             Command::Flush(done) => {
                 let _ = done.send(());
             }
-            Command::Lost(error) => self.lost(&error),
         }
     }
 
@@ -750,11 +753,7 @@ impl Actor {
     }
 
     fn lost(&mut self, error: &Unavailable) {
-        if !self.disconnected {
-            warn!(%error, "Redis unavailable; will resubscribe and re-register when it is back");
-        }
-        self.disconnected = true;
-        self.unreachable.store(true, Ordering::Release);
+        mark_unreachable(&self.unreachable, error);
     }
 
     async fn subscribe(&mut self, name: &str) -> Result<(), Unavailable> {
@@ -822,7 +821,6 @@ impl Actor {
         .await;
         match result {
             Ok(()) => {
-                self.disconnected = false;
                 self.unreachable.store(false, Ordering::Release);
                 info!(rooms = names.len(), "Redis is back: resubscribed and caught up");
             }
